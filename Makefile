@@ -1,0 +1,38 @@
+# tlframe: `make train` runs the embedded default experiment, `make test` runs the tests.
+# Both set everything up first (a .venv with the package and its dev tools).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint tensorboard clean
+
+help: ## show the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  pass Hydra overrides with ARGS, e.g. make train ARGS='method=target_only seed=1'"
+
+install: $(STAMP) ## create .venv and install tlframe with its dev extras
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+train: install ## run the embedded default experiment (offline, CPU)
+	$(BIN)/tlframe-train $(ARGS)
+
+test: install ## run the test suite (slow tests excluded; ARGS='-m slow' runs them)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: install ## ruff over the package and the tests
+	$(BIN)/ruff check tlframe tests
+
+tensorboard: install ## open TensorBoard on everything under outputs/
+	$(BIN)/tensorboard --logdir outputs
+
+clean: ## remove run outputs, caches and build files (keeps .venv and data/)
+	rm -rf outputs/runs outputs/multirun .cache .pytest_cache .ruff_cache build dist
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

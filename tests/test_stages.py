@@ -1,0 +1,80 @@
+"""Stages: the entrypoint runs them in order, hands parts on, and caches finished ones."""
+
+from __future__ import annotations
+
+import torch
+from conftest import QUICK
+from omegaconf import OmegaConf, open_dict
+
+from tlframe.cache import StageCache
+from tlframe.stages import plan_stages, run_stages
+from tlframe.train import build_domains
+
+TWO_STAGES = {
+    "name": "toy_two_stage",
+    "same_classes": True,
+    "stages": {
+        "pretrain": {
+            "module": {"_target_": "toy_methods.RecordingModule"},
+            "train_on": {"source": "all"},
+        },
+        "adapt": {
+            "module": {"_target_": "toy_methods.RecordingModule"},
+            "train_on": {"target": "${data.target_labels}"},
+            "trainer": {"max_epochs": 1},
+        },
+    },
+}
+
+
+def two_stage_cfg(make_cfg, *overrides):
+    cfg = make_cfg(*QUICK, "source.num_train=300", "data.target_labels=3", *overrides)
+    with open_dict(cfg):
+        cfg.method = OmegaConf.create(TWO_STAGES)
+    return cfg
+
+
+def test_second_stage_receives_the_first_stages_trained_parts(make_cfg, tmp_path):
+    cfg = two_stage_cfg(make_cfg)
+    results = run_stages(cfg, build_domains(cfg), tmp_path / "run")
+    assert [r.name for r in results] == ["pretrain", "adapt"]
+    handed = results[1].module.inherited_state
+    trained = results[0].module.backbone.state_dict()
+    assert handed.keys() == trained.keys()
+    assert all(torch.equal(handed[k], trained[k]) for k in trained)
+    fresh = plan_stages(cfg)  # the hand-over is not the initial weights of a new model
+    assert fresh[0].key != fresh[1].key
+
+
+def test_second_run_reuses_cached_stages_and_a_new_target_setting_only_the_first(
+    make_cfg, tmp_path
+):
+    cfg = two_stage_cfg(make_cfg)
+    first = run_stages(cfg, build_domains(cfg), tmp_path / "a")
+    assert [r.cached for r in first] == [False, False]
+    again = run_stages(cfg, build_domains(cfg), tmp_path / "b")
+    assert [r.cached for r in again] == [True, True]
+    assert again[1].metrics == first[1].metrics
+    changed = two_stage_cfg(make_cfg, "data.target_labels=2")
+    third = run_stages(changed, build_domains(changed), tmp_path / "c")
+    assert [r.cached for r in third] == [True, False]
+
+
+def test_a_truncated_cache_entry_is_rebuilt(make_cfg, tmp_path):
+    cfg = two_stage_cfg(make_cfg)
+    run_stages(cfg, build_domains(cfg), tmp_path / "a")
+    cache = StageCache(cfg.paths.cache_dir)
+    path = cache.path(plan_stages(cfg)[0].key)
+    path.write_bytes(path.read_bytes()[:100])
+    again = run_stages(cfg, build_domains(cfg), tmp_path / "b")
+    assert [r.cached for r in again] == [False, True]
+    assert cache.load(plan_stages(cfg)[0].key) is not None
+
+
+def test_stage_keys_follow_content(make_cfg):
+    keys = [s.key for s in plan_stages(two_stage_cfg(make_cfg))]
+    assert keys == [s.key for s in plan_stages(two_stage_cfg(make_cfg))]
+    reseeded = [s.key for s in plan_stages(two_stage_cfg(make_cfg, "seed=1"))]
+    assert reseeded[0] != keys[0] and reseeded[1] != keys[1]
+    lr = [s.key for s in plan_stages(two_stage_cfg(make_cfg, "optimizer.lr=0.5"))]
+    assert lr[0] != keys[0]

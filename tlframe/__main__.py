@@ -1,0 +1,3 @@
+from tlframe.train import main
+
+main()

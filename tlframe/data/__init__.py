@@ -1,0 +1,1 @@
+"""Domains (data sets with splits and classes) and the module that pairs them."""

@@ -1,0 +1,99 @@
+"""The TransferDataModule: pairs a source and a target domain for one training stage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import CombinedLoader
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from tlframe.data.domain import Domain, TensorSplit, split_labels
+from tlframe.data.labels import LabelRegime, k_per_class, parse_regime
+from tlframe.data.loaders import eval_loader, train_loader
+from tlframe.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers")
+
+
+class TransferDataModule(pl.LightningDataModule):
+    """Training batches ``{"source": (x, y), "target": (x, y or None)}`` for the domains a
+    stage trains on, each with the labels its regime allows; evaluation on the val and test
+    splits of both domains, each batch tagged with its domain and split.
+
+    ``train_on`` maps a domain role (``source``/``target``) to its label regime: ``all``,
+    ``none`` or ``k`` labeled examples per class (drawn with ``seed``).
+    """
+
+    def __init__(
+        self,
+        domains: Mapping[str, Domain],
+        train_on: Mapping[str, object],
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        steps_per_epoch: int = 100,
+        seed: int = 0,
+        **loader_options,
+    ):
+        super().__init__()
+        unknown = set(train_on) - set(domains)
+        if unknown:
+            raise ConfigError(
+                f"a stage trains on {sorted(unknown)} but only {sorted(domains)} exist"
+            )
+        if batch_size < 1 or steps_per_epoch < 1:
+            raise ConfigError("data.batch_size and data.steps_per_epoch must be positive integers")
+        self.domains = dict(domains)
+        self.regimes: dict[str, LabelRegime] = {d: parse_regime(r) for d, r in train_on.items()}
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.seed = seed
+        self.loader_cfg = {k: v for k, v in loader_options.items() if k in LOADER_KEYS}
+
+    def labeled_train_split(self, role: str):
+        """The training split of ``role`` restricted to what its regime may see."""
+        domain, regime = self.domains[role], self.regimes[role]
+        if isinstance(regime, int):
+            labels = split_labels(domain.train)
+            indices = k_per_class(labels, regime, self.seed, domain=domain.name)
+            return _subset(domain.train, indices)
+        return domain.train
+
+    def train_dataloader(self) -> CombinedLoader:
+        loaders = {}
+        for role, regime in self.regimes.items():
+            dataset = self.labeled_train_split(role)
+            loaders[role] = train_loader(
+                dataset, self.batch_size, self.steps_per_epoch, regime != "none", self.loader_cfg
+            )
+            log.info(
+                "train on %s (%s): %d examples, labels=%s",
+                role,
+                self.domains[role].name,
+                len(dataset),
+                regime,
+            )
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _eval_loaders(self, splits: tuple[str, ...]) -> list[DataLoader]:
+        return [
+            eval_loader(domain.split(split), role, split, self.eval_batch_size, self.loader_cfg)
+            for split in splits
+            for role, domain in self.domains.items()
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(("val",))
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """Both splits of both domains, so the final record has val and test figures."""
+        return self._eval_loaders(("val", "test"))
+
+
+def _subset(dataset: Dataset, indices: Tensor) -> Dataset:
+    return dataset.subset(indices) if isinstance(dataset, TensorSplit) else Subset(dataset, indices)

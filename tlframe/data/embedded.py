@@ -1,0 +1,53 @@
+"""Helpers shared by the embedded domains: seeded split streams and the build cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tlframe.data.domain import SPLITS, Domain, TensorSplit
+from tlframe.io import atomic_save, load_cached
+
+CLASS_NAMES = [str(d) for d in range(10)]
+
+
+def split_seed(name: str, seed: int, split: str) -> int:
+    """A seed for one split's random stream, unrelated to every other (name, seed, split)."""
+    digest = hashlib.sha256(f"{name}/{seed}/{split}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def cache_path(root: str | Path, name: str, version: int, args: dict) -> Path:
+    """``root/embedded/{name}-v{version}-{hash}.pt``: one file per set of build arguments."""
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(root) / "embedded" / f"{name}-v{version}-{key}.pt"
+
+
+def load_or_build(path: Path, build: Callable[[], dict]) -> dict:
+    """The cached ``{split: {"images", "labels"}}`` at ``path``, built and saved if unusable."""
+    data = load_cached(path)
+    if not (isinstance(data, dict) and all(split in data for split in SPLITS)):
+        data = build()
+        atomic_save(data, path)
+    return data
+
+
+def digits_domain(
+    name: str, data: dict, image_size: int, mean: float, std: float, path: Path
+) -> Domain:
+    """A 10-class grey-scale ``Domain`` from cached uint8 images, normalised to float32."""
+    splits = {
+        split: TensorSplit(
+            (data[split]["images"].float() / 255 - mean) / std, data[split]["labels"].long()
+        )
+        for split in SPLITS
+    }
+    return Domain(
+        name=name,
+        class_names=list(CLASS_NAMES),
+        input_shape=(1, image_size, image_size),
+        **splits,
+        info={"cache": str(path)},
+    )

@@ -1,0 +1,191 @@
+"""The LightningModule every transfer method shares.
+
+It owns what all methods have in common: backbone + head built from config, the optimiser
+and schedule from ``_partial_`` configs, evaluation on the val/test splits of both domains
+with torchmetrics under ``{split}/{domain}/{metric}`` names, and logging. A method adds
+only its own loss terms (``training_losses``) and parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from tlframe.errors import TlframeError
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """What a model needs to know about a domain, without its data."""
+
+    name: str
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """The setting a stage's module is built for: both domains and its label regimes."""
+
+    domains: Mapping[str, DomainInfo]
+    train_on: Mapping[str, object]
+    name: str = "main"
+
+    def labeled(self, role: str) -> bool:
+        return role in self.train_on and str(self.train_on[role]) != "none"
+
+    @property
+    def task_role(self) -> str:
+        """The domain whose classes the head predicts: the first labeled training domain."""
+        for role in self.train_on:
+            if self.labeled(role):
+                return role
+        return "target" if "target" in self.domains else next(iter(self.domains))
+
+
+class NonFiniteLossError(TlframeError):
+    """Raised when a loss term becomes NaN or infinite."""
+
+
+class TransferModule(pl.LightningModule):
+    """Backbone + head trained on the labeled parts of a paired batch (plain supervision).
+
+    ``inherited`` carries the trained parts of the previous stage (``parts()`` of its
+    module); the base copies a matching ``backbone`` and ``head`` when present.
+    """
+
+    def __init__(
+        self,
+        backbone: Callable[..., nn.Module],
+        head: Callable[..., nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        context: StageContext,
+        scheduler: Callable | None = None,
+        inherited: Mapping[str, nn.Module] | None = None,
+    ):
+        super().__init__()
+        self.context = context
+        task = context.domains[context.task_role]
+        self.class_names = task.class_names
+        self.backbone = backbone(input_shape=task.input_shape)
+        self.head = head(in_features=self.backbone.out_features, num_classes=task.num_classes)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.eval_roles = [
+            role for role, info in context.domains.items() if info.class_names == task.class_names
+        ]
+        self.metrics = nn.ModuleDict(
+            {
+                f"{split}_{role}": MulticlassAccuracy(task.num_classes, average="micro")
+                for split in ("val", "test")
+                for role in self.eval_roles
+            }
+        )
+        self.per_class = nn.ModuleDict(
+            {role: MulticlassAccuracy(task.num_classes, average="none") for role in self.eval_roles}
+        )
+        self.per_class_results: dict[str, list[float]] = {}
+        if inherited:
+            self.inherit(inherited)
+
+    # ----------------------------------------------------------------- model
+    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
+        """Start from the previous stage's trained backbone (and head, when it fits)."""
+        self.backbone.load_state_dict(parts["backbone"].state_dict())
+        if "head" in parts and _same_shapes(parts["head"], self.head):
+            self.head.load_state_dict(parts["head"].state_dict())
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The trained parts a later stage may build on."""
+        return {"backbone": self.backbone, "head": self.head}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+    # -------------------------------------------------------------- training
+    def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
+        """Cross-entropy on every domain of the batch that carries labels."""
+        losses = {}
+        for role, (x, y) in batch.items():
+            if y is not None:
+                losses[f"cls_{role}"] = F.cross_entropy(self(x), y)
+        return losses
+
+    def training_step(self, batch: Mapping[str, tuple], batch_idx: int) -> Tensor:
+        losses = self.training_losses(batch)
+        if not losses:
+            raise TlframeError(
+                "this stage has no labeled data to learn from; check data.target_labels"
+            )
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise NonFiniteLossError(
+                    f"loss term {name!r} became {value.item()} at step {self.global_step}; "
+                    "lower the learning rate or the loss weight"
+                )
+        loss = torch.stack(list(losses.values())).sum()
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()})
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        return loss
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate(self, batch: Mapping, prefix: str) -> None:
+        role, split = batch["domain"], batch["split"]
+        if role not in self.eval_roles:
+            return
+        preds = self(batch["x"]).argmax(dim=1)
+        metric = self.metrics[f"{split}_{role}"]
+        metric.update(preds, batch["y"])
+        self.log(f"{split}/{role}/acc", metric, add_dataloader_idx=False, prog_bar=split == "val")
+        if prefix == "test" and split == "test":
+            self.per_class[role].update(preds, batch["y"])
+
+    def validation_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        for role in self.eval_roles:
+            metric = self.per_class[role]
+            if metric.update_count:
+                self.per_class_results[f"test/{role}/acc_per_class"] = metric.compute().tolist()
+                metric.reset()
+
+    # ------------------------------------------------------------- optimiser
+    def parameter_groups(self) -> Iterable:
+        """Trainable parameters; methods override this for per-part learning rates."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    @property
+    def progress(self) -> float:
+        """Training progress p in [0, 1], for schedules such as DANN's lambda."""
+        total = self.trainer.estimated_stepping_batches if self._trainer else 0
+        return min(self.global_step / total, 1.0) if total else 0.0
+
+
+def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)

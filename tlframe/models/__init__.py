@@ -1,0 +1,1 @@
+"""Backbones, heads, schedules and reusable layers."""

@@ -1,0 +1,27 @@
+"""Learning-rate schedules as ``builder(optimizer, total_steps, **options)``, stepped per batch."""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+
+def inverse_decay(
+    optimizer: Optimizer, total_steps: int, alpha: float = 10.0, beta: float = 0.75
+) -> LRScheduler:
+    """DANN's annealing mu_p = mu_0 / (1 + alpha p)^beta, p the training progress in [0, 1]."""
+    total = max(int(total_steps), 1)
+    return LambdaLR(optimizer, lambda step: (1.0 + alpha * min(step / total, 1.0)) ** -beta)
+
+
+def cosine(optimizer: Optimizer, total_steps: int, final_fraction: float = 0.0) -> LRScheduler:
+    """Cosine decay from the initial rate to ``final_fraction`` of it over the run."""
+    total = max(int(total_steps), 1)
+
+    def factor(step: int) -> float:
+        progress = min(step / total, 1.0)
+        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)

@@ -1,0 +1,76 @@
+"""What a run leaves behind: metrics.json for the report, and the TensorBoard HPARAMS entry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from tlframe.io import atomic_write_json
+from tlframe.stages import StageResult
+
+log = logging.getLogger(__name__)
+
+HPARAM_GROUPS = ("method", "source", "target", "backbone", "head", "optimizer", "scheduler", "data")
+
+
+def final_metrics(results: Sequence[StageResult]) -> dict[str, Any]:
+    """The last stage's evaluation is the run's result."""
+    return dict(results[-1].metrics) if results else {}
+
+
+def write_metrics(
+    run_dir: Path,
+    cfg: DictConfig,
+    domain_names: dict[str, str],
+    results: Sequence[StageResult],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    metrics = final_metrics(results)
+    record = {
+        "status": "completed",
+        "method": cfg.method.get("name"),
+        "source": domain_names.get("source"),
+        "target": domain_names.get("target"),
+        "seed": int(cfg.seed),
+        "selection": results[-1].selection if results else None,
+        "metrics": metrics,
+        "stages": {
+            r.name: {
+                "metrics": r.metrics,
+                "cached": r.cached,
+                "selection": r.selection,
+                "best_checkpoint": r.best_checkpoint,
+                "fit_seconds": round(r.fit_seconds, 3),
+                "test_seconds": round(r.test_seconds, 3),
+            }
+            for r in results
+        },
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "wall_time_s": round(sum(timings.values()), 3),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    atomic_write_json(record, run_dir / "metrics.json")
+    return record
+
+
+def log_hparams(cfg: DictConfig, results: Sequence[StageResult]) -> None:
+    """One HPARAMS entry per run: the choices that define it and its final test metrics."""
+    params = {
+        group: OmegaConf.to_container(cfg[group], resolve=True)
+        for group in HPARAM_GROUPS
+        if cfg.get(group) is not None
+    }
+    params["seed"] = int(cfg.seed)
+    scalars = {k: v for k, v in final_metrics(results).items() if isinstance(v, float)}
+    for logger in results[-1].loggers if results else []:
+        if isinstance(logger, TensorBoardLogger):  # the stage's writer is closed: open anew
+            writer = TensorBoardLogger(
+                logger.save_dir, name=logger.name, version=logger.version, default_hp_metric=False
+            )
+            writer.log_hyperparams(params, metrics=scalars)
+            writer.finalize("success")

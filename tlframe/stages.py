@@ -1,0 +1,269 @@
+"""Training stages: what a method declares, and how the entrypoint runs them in order.
+
+A method config lists its stages under ``stages:``, each a LightningModule config plus the
+domains it trains on and their label regimes::
+
+    stages:
+      source:
+        module: {_target_: tlframe.methods.base.TransferModule}
+        train_on: {source: all}
+        trainer: {max_epochs: 5}      # optional, merged over the global trainer config
+        optimizer: {lr: 0.001}        # optional, merged over the global optimizer config
+
+Each stage is its own ``Trainer.fit``; the trained parts of one stage are handed to the
+next; finished stages are cached by content key so sweeps and reruns reuse them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tlframe.cache import StageCache, code_version, content_key
+from tlframe.data.datamodule import TransferDataModule
+from tlframe.data.domain import Domain
+from tlframe.data.labels import parse_regime
+from tlframe.errors import ConfigError
+from tlframe.io import safe_load
+from tlframe.methods.base import DomainInfo, StageContext
+
+log = logging.getLogger(__name__)
+
+# Trainer settings that change what is shown or where it is written, not what is learned.
+_DISPLAY_ONLY = {
+    "default_root_dir",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "log_every_n_steps",
+    "enable_checkpointing",
+    "logger",
+    "callbacks",
+}
+# Data settings that do not change training, or whose effect is in the stage's train_on.
+_NOT_TRAINING = {
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "eval_batch_size",
+    "target_labels",
+}
+
+
+@dataclass
+class StageSpec:
+    """One stage, fully resolved: what to build, what it trains on, how it is selected."""
+
+    name: str
+    module: DictConfig
+    train_on: dict[str, Any]
+    trainer: DictConfig
+    optimizer: DictConfig
+    scheduler: DictConfig | None
+    selection: str
+    key: str = ""
+
+
+@dataclass
+class StageResult:
+    name: str
+    selection: str
+    module: pl.LightningModule
+    metrics: dict[str, Any]
+    cached: bool
+    fit_seconds: float
+    test_seconds: float
+    best_checkpoint: str | None = None
+    loggers: list = field(default_factory=list)
+
+
+def _selection_metric(cfg: DictConfig, train_on: dict, stage_cfg: DictConfig) -> str:
+    choice = stage_cfg.get("selection") or cfg.get("selection") or "auto"
+    if choice != "auto":
+        return str(choice)
+    target_labeled = "target" in train_on and parse_regime(train_on["target"]) != "none"
+    return "val/target/acc" if target_labeled else "val/source/acc"
+
+
+def plan_stages(cfg: DictConfig) -> list[StageSpec]:
+    """Resolve the method's declared stages and give each its content key."""
+    stages_cfg = cfg.method.get("stages")
+    if not stages_cfg:
+        raise ConfigError(f"method {cfg.method.get('name')!r} declares no stages")
+    specs, previous = [], None
+    for name, stage_cfg in stages_cfg.items():
+        train_on = OmegaConf.to_container(stage_cfg.train_on, resolve=True)
+        for role, regime in train_on.items():
+            train_on[role] = parse_regime(regime)
+        spec = StageSpec(
+            name=str(name),
+            module=stage_cfg.module,
+            train_on=train_on,
+            trainer=OmegaConf.merge(cfg.trainer, stage_cfg.get("trainer") or {}),
+            optimizer=OmegaConf.merge(cfg.optimizer, stage_cfg.get("optimizer") or {}),
+            scheduler=cfg.get("scheduler") or None,
+            selection=_selection_metric(cfg, train_on, stage_cfg),
+        )
+        spec.key = _stage_key(cfg, spec, previous)
+        specs.append(spec)
+        previous = spec.key
+    return specs
+
+
+def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
+    selection_role = spec.selection.split("/")[1] if spec.selection.count("/") >= 2 else None
+    roles = set(spec.train_on) | ({selection_role} if selection_role else set())
+
+    def plain(node) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+    material = {
+        "stage": spec.name,
+        "module": plain(spec.module),
+        "train_on": spec.train_on,
+        "selection": spec.selection,
+        "trainer": {k: v for k, v in plain(spec.trainer).items() if k not in _DISPLAY_ONLY},
+        "optimizer": plain(spec.optimizer),
+        "scheduler": plain(spec.scheduler),
+        "backbone": plain(cfg.backbone),
+        "head": plain(cfg.head),
+        "data": {k: v for k, v in plain(cfg.data).items() if k not in _NOT_TRAINING},
+        "domains": {role: plain(cfg[role]) for role in sorted(roles) if role in cfg},
+        "seed": cfg.seed,
+        "previous": previous,
+        "code": code_version(),
+    }
+    return content_key(material)
+
+
+def domain_infos(domains: dict[str, Domain]) -> dict[str, DomainInfo]:
+    return {
+        role: DomainInfo(d.name, tuple(d.class_names), tuple(d.input_shape))
+        for role, d in domains.items()
+    }
+
+
+def _callbacks(spec: StageSpec, cfg: DictConfig, checkpoint_dir: Path) -> list[pl.Callback]:
+    callbacks = []
+    show_progress = spec.trainer.get("enable_progress_bar", True)
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None or "_target_" not in node or (name == "progress_bar" and not show_progress):
+            continue
+        overrides = {}
+        if node.get("monitor") == "auto":
+            overrides["monitor"] = spec.selection
+        if name == "model_checkpoint":
+            overrides["dirpath"] = str(checkpoint_dir)
+        callbacks.append(instantiate(node, **overrides))
+    return callbacks
+
+
+def _loggers(cfg: DictConfig, version: str) -> list:
+    return [
+        instantiate(node, version=version)
+        for node in (cfg.get("logger") or {}).values()
+        if node is not None and "_target_" in node
+    ]
+
+
+def build_module(
+    cfg: DictConfig, spec: StageSpec, infos: dict[str, DomainInfo], inherited: dict | None
+) -> pl.LightningModule:
+    factory = instantiate(spec.module, _partial_=True)
+    return factory(
+        backbone=instantiate(cfg.backbone),
+        head=instantiate(cfg.head),
+        optimizer=instantiate(spec.optimizer),
+        scheduler=instantiate(spec.scheduler) if spec.scheduler else None,
+        context=StageContext(domains=infos, train_on=spec.train_on, name=spec.name),
+        inherited=inherited,
+    )
+
+
+def run_stage(
+    cfg: DictConfig,
+    spec: StageSpec,
+    domains: dict[str, Domain],
+    inherited: dict | None,
+    run_dir: Path,
+    cache: StageCache,
+) -> StageResult:
+    """Fit one stage (or take it from the cache), restore its selected weights, test it."""
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    infos = domain_infos(domains)
+    module = build_module(cfg, spec, infos, inherited)
+    datamodule = TransferDataModule(
+        domains, spec.train_on, seed=int(cfg.seed), **OmegaConf.to_container(cfg.data)
+    )
+    trainer = instantiate(
+        spec.trainer,
+        callbacks=_callbacks(spec, cfg, run_dir / "checkpoints" / spec.name),
+        logger=_loggers(cfg, spec.name) or False,
+    )
+    cacheable = not spec.trainer.get("fast_dev_run")
+    entry = cache.load(spec.key) if cacheable else None
+    best_path, fit_seconds = None, 0.0
+    if entry is not None:
+        module.load_state_dict(entry["state_dict"])
+        log.info("stage %s: reused from cache %s", spec.name, cache.path(spec.key))
+    else:
+        log.info(
+            "stage %s: training on %s, selecting on %s",
+            spec.name,
+            ", ".join(f"{r} (labels: {v})" for r, v in spec.train_on.items()),
+            spec.selection,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        fit_seconds = time.perf_counter() - start
+        best_path = _restore_best(trainer, module)
+        if cacheable:
+            cache.store(
+                spec.key, module.state_dict(), {"stage": spec.name, "selection": spec.selection}
+            )
+    start = time.perf_counter()
+    results = trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics: dict[str, Any] = {}
+    for per_loader in results:
+        metrics.update({k: float(v) for k, v in per_loader.items()})
+    metrics.update(getattr(module, "per_class_results", {}))
+    return StageResult(
+        name=spec.name,
+        selection=spec.selection,
+        module=module,
+        metrics=metrics,
+        cached=entry is not None,
+        fit_seconds=fit_seconds,
+        test_seconds=time.perf_counter() - start,
+        best_checkpoint=best_path,
+        loggers=trainer.loggers,
+    )
+
+
+def _restore_best(trainer: pl.Trainer, module: pl.LightningModule) -> str | None:
+    """Load the checkpoint chosen by the selection metric (safely: weights only)."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback else ""
+    if not path:
+        return None
+    checkpoint = safe_load(path)
+    module.load_state_dict(checkpoint["state_dict"])
+    return str(path)
+
+
+def run_stages(cfg: DictConfig, domains: dict[str, Domain], run_dir: Path) -> list[StageResult]:
+    """Run the method's stages in order, each building on the previous one's parts."""
+    cache = StageCache(cfg.paths.cache_dir, enabled=bool(cfg.get("cache_stages", True)))
+    results: list[StageResult] = []
+    inherited = None
+    for spec in plan_stages(cfg):
+        result = run_stage(cfg, spec, domains, inherited, run_dir, cache)
+        inherited = result.module.parts()
+        results.append(result)
+    return results

@@ -1,0 +1,132 @@
+"""The Hydra entrypoint: compose -> build domains -> run the method's stages -> metrics.
+
+``tlframe-train`` (or ``python -m tlframe.train``) with Hydra overrides, e.g.
+``tlframe-train method=target_only data.target_labels=10 seed=1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from tlframe.config import config_dir, register_resolvers
+from tlframe.data.domain import Domain
+from tlframe.errors import ConfigError, TlframeError
+from tlframe.io import atomic_write_json
+from tlframe.outputs import log_hparams, write_metrics
+from tlframe.stages import run_stages
+from tlframe.validate import validate
+
+log = logging.getLogger("tlframe")
+register_resolvers()
+
+# Lightning's advice for large streamed data sets; in-memory domains need no workers.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # inside Lightning
+
+
+def build_domains(cfg: DictConfig) -> dict[str, Domain]:
+    """Instantiate the source and target domains (once, if both name the same data)."""
+    domains: dict[str, Domain] = {}
+    for role in ("source", "target"):
+        other = "target" if role == "source" else "source"
+        if other in domains and cfg[other] == cfg[role]:
+            domains[role] = domains[other]
+        else:
+            domains[role] = instantiate(cfg[role])
+    return domains
+
+
+def check_classes(cfg: DictConfig, domains: dict[str, Domain]) -> None:
+    """Methods that share one head across domains need the same classes on both sides."""
+    if not cfg.method.get("same_classes", True):
+        return
+    source, target = domains["source"], domains["target"]
+    if list(source.class_names) != list(target.class_names):
+        only_s = sorted(set(source.class_names) - set(target.class_names))
+        only_t = sorted(set(target.class_names) - set(source.class_names))
+        raise ConfigError(
+            f"method {cfg.method.name} needs the same classes in source and target; "
+            f"{source.name} only: {only_s or '-'}, {target.name} only: {only_t or '-'}"
+            + ("" if only_s or only_t else " (same names, different order)")
+        )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment and return its metrics.json record."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    validate(cfg)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    domains = build_domains(cfg)
+    check_classes(cfg, domains)
+    timings["data"] = time.perf_counter() - start
+    results = run_stages(cfg, domains, run_dir)
+    timings["fit"] = sum(r.fit_seconds for r in results)
+    timings["test"] = sum(r.test_seconds for r in results)
+    start = time.perf_counter()
+    names = {role: d.name for role, d in domains.items()}
+    log_hparams(cfg, results)
+    timings["report"] = time.perf_counter() - start
+    record = write_metrics(run_dir, cfg, names, results, timings)
+    _print_summary(record, run_dir)
+    return record
+
+
+def _print_summary(record: dict[str, Any], run_dir: Path) -> None:
+    metrics = record["metrics"]
+    lines = [
+        f"{record['method']}: {record['source']} -> {record['target']} (seed {record['seed']})"
+    ]
+    for key in sorted(k for k, v in metrics.items() if isinstance(v, float)):
+        lines.append(f"  {key:<24} {metrics[key]:.4f}")
+    lines.append(f"  selected on {record['selection']}; wall time {record['wall_time_s']:.1f} s")
+    lines.append(f"  run dir: {run_dir}")
+    print("\n".join(lines), flush=True)
+
+
+def _fail(err: Exception, cfg: DictConfig) -> None:
+    """One line on stderr; in a sweep the error is recorded and the other jobs go on."""
+    message = f"tlframe: error: {err}"
+    print(message, file=sys.stderr, flush=True)
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:
+        run_dir = Path(cfg.paths.output_dir)
+        atomic_write_json({"status": "failed", "error": str(err)}, run_dir / "error.json")
+        return
+    if os.environ.get("TLFRAME_DEBUG"):
+        raise err
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        record = train(cfg)
+    except TlframeError as err:
+        _fail(err, cfg)
+        return None
+    key = cfg.get("optimized_metric") or record["selection"]
+    value = record["metrics"].get(key)
+    return float(value) if value is not None else None
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
