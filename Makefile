@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint tensorboard clean
+.PHONY: help install train test lint bench tensorboard clean
 
 help: ## show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test: install ## run the test suite (slow tests excluded; ARGS='-m slow' runs th
 
 lint: install ## ruff over the package and the tests
 	$(BIN)/ruff check tlframe tests
+
+bench: install ## throughput of tlframe vs a plain PyTorch loop -> docs/PERFORMANCE.md
+	$(BIN)/python -m tlframe.bench --output docs/PERFORMANCE.md $(ARGS)
 
 tensorboard: install ## open TensorBoard on everything under outputs/
 	$(BIN)/tensorboard --logdir outputs

@@ -14,7 +14,12 @@ from tlframe.config import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny budget that still runs every part of a stage (fit, validation, checkpoint, test).
-QUICK = ["data.steps_per_epoch=4", "trainer.max_epochs=1", "data.eval_batch_size=1024"]
+QUICK = [
+    "data.steps_per_epoch=4",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "data.eval_batch_size=1024",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,6 +43,8 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("train", overrides=[*base, *overrides])
         cfg.trainer.enable_progress_bar = False  # keep test logs readable
+        if cfg.callbacks.get("feature_space") is not None:
+            cfg.callbacks.feature_space.tsne = False  # a few seconds each; tested on its own
         return cfg
 
     return make

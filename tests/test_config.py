@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from tlframe.config import config_dir
+from tlframe.errors import DataError
 from tlframe.stages import build_module, domain_infos, plan_stages
 from tlframe.train import build_domains
 
@@ -16,7 +18,29 @@ CONF = config_dir()
 # Groups whose options are composed as-is; source/target are links to domain/.
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("domain", "hydra"))
 OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONF / group).glob("*.yaml"))]
-SMALL_DOMAINS = {"synth_digits": ["num_train=200", "num_val=50", "num_test=50"]}
+SMALL_DOMAINS = {
+    "synth_digits": ["num_train=200", "num_val=50", "num_test=50"],
+    "synth_digits_color": ["num_train=200", "num_val=50", "num_test=50"],
+}
+# Domains that read the user's files, and why. The tests' data folder holds none, so each
+# must stop with a one-line DataError naming the override to set, never download or build.
+USER_FILE_DOMAINS = {
+    "mnist": "MNIST's idx files",
+    "usps": "USPS's LIBSVM .bz2 files",
+    "svhn": "SVHN's .mat files",
+    "mnistm": "MNIST-M's release files (or MNIST, to build it)",
+    "image_folder": "a folder of images named by root",
+    "array_file": "a feature file named by path",
+    **{f"office31_{d}": "Office-31 images" for d in ("amazon", "dslr", "webcam")},
+    **{
+        f"office_home_{d}": "Office-Home images"
+        for d in ("art", "clipart", "product", "real_world")
+    },
+    "visda_synthetic": "VisDA-2017 images",
+    "visda_real": "VisDA-2017 images",
+}
+# The mandatory location of the generic file domains, pointed at nothing.
+LOCATIONS = {"image_folder": ["root=/nonexistent/images"], "array_file": ["path=/nonexistent.npz"]}
 
 
 def test_source_and_target_offer_every_domain():
@@ -28,7 +52,13 @@ def test_source_and_target_offer_every_domain():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(make_cfg, group: str, option: str, tmp_path: Path):
     cfg = make_cfg(f"{group}={option}")
-    if group in ("source", "target"):
+    if group in ("source", "target") and option in USER_FILE_DOMAINS:
+        cfg = make_cfg(f"{group}={option}", *[f"{group}.{o}" for o in LOCATIONS.get(option, [])])
+        with pytest.raises(InstantiationException) as caught:
+            instantiate(cfg[group])
+        assert isinstance(caught.value.__cause__, DataError), caught.value
+        assert f"{group}." in str(caught.value.__cause__)  # names the override to set
+    elif group in ("source", "target"):
         small = [f"{group}.{o}" for o in SMALL_DOMAINS.get(option, [])]
         cfg = make_cfg(f"{group}={option}", *small)
         domain = instantiate(cfg[group])

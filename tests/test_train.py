@@ -26,14 +26,13 @@ def test_every_method_survives_a_fast_dev_run(make_cfg, method: str):
     )
     record = train(cfg)
     assert record["status"] == "completed"
-    assert 0.0 <= record["metrics"]["test/target/acc"] <= 1.0
+    metrics = record["metrics"]  # clustering methods score clusters, not predictions
+    assert 0.0 <= metrics.get("test/target/acc", metrics.get("test/target/cluster_acc")) <= 1.0
 
 
 def test_run_dir_holds_metrics_tensorboard_hparams_and_checkpoints(make_cfg, tmp_path: Path):
     run = tmp_path / "run"
-    record = train(
-        make_cfg(*QUICK, "source.num_train=500", "trainer.log_every_n_steps=1", run_dir=run)
-    )
+    record = train(make_cfg(*QUICK, "method=source_only", "source.num_train=500", run_dir=run))
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["metrics"] == record["metrics"]
     for key in ("test/target/acc", "test/source/acc", "val/source/acc", "val/target/acc"):
@@ -94,3 +93,10 @@ def test_same_seed_gives_identical_metrics_and_another_seed_differs(make_cfg, tm
 def test_target_only_without_target_labels_is_refused(make_cfg):
     with pytest.raises(ConfigError, match="data.target_labels"):
         train(make_cfg("method=target_only", "data.target_labels=none"))
+
+
+def test_channels_last_gives_the_same_predictions(make_cfg, tmp_path: Path):
+    overrides = (*QUICK, "source.num_train=300", "cache_stages=false", "method=source_only")
+    plain = train(make_cfg(*overrides, run_dir=tmp_path / "a"))["metrics"]
+    nhwc = train(make_cfg(*overrides, "performance.channels_last=true", run_dir=tmp_path / "b"))
+    assert nhwc["metrics"]["test/target/acc"] == pytest.approx(plain["test/target/acc"], abs=0.02)

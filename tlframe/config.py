@@ -29,7 +29,15 @@ def config_dir() -> Path:
     )
 
 
+def _node_key(*, _parent_) -> str:
+    return str(_parent_._key())
+
+
 def register_resolvers() -> None:
-    """``${tl.cwd:}`` is the directory tlframe was started from (the default project root)."""
+    """``${tl.cwd:}`` is the directory tlframe was started from (the default project root);
+    ``${tl.role:}`` is the key of the node that holds it, so a domain config knows whether it
+    is the ``source`` or the ``target`` and its messages can name the override to set."""
     if not OmegaConf.has_resolver("tl.cwd"):
         OmegaConf.register_new_resolver("tl.cwd", os.getcwd)
+    if not OmegaConf.has_resolver("tl.role"):
+        OmegaConf.register_new_resolver("tl.role", _node_key)

@@ -37,13 +37,14 @@ def write_metrics(
         "source": domain_names.get("source"),
         "target": domain_names.get("target"),
         "seed": int(cfg.seed),
-        "selection": results[-1].selection if results else None,
+        "selection": results[-1].selection.label if results else None,
+        "selection_metric": results[-1].selection.metric if results else None,
         "metrics": metrics,
         "stages": {
             r.name: {
                 "metrics": r.metrics,
                 "cached": r.cached,
-                "selection": r.selection,
+                "selection": r.selection.label,
                 "best_checkpoint": r.best_checkpoint,
                 "fit_seconds": round(r.fit_seconds, 3),
                 "test_seconds": round(r.test_seconds, 3),

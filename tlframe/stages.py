@@ -9,6 +9,7 @@ domains it trains on and their label regimes::
         train_on: {source: all}
         trainer: {max_epochs: 5}      # optional, merged over the global trainer config
         optimizer: {lr: 0.001}        # optional, merged over the global optimizer config
+        init_from: null               # optional: a .ckpt or run dir to load instead of training
 
 Each stage is its own ``Trainer.fit``; the trained parts of one stage are handed to the
 next; finished stages are cached by content key so sweeps and reruns reuse them.
@@ -27,12 +28,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tlframe.cache import StageCache, code_version, content_key
+from tlframe.checkpoints import file_digest, load_weights, resolve_checkpoint
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.domain import Domain
 from tlframe.data.labels import parse_regime
 from tlframe.errors import ConfigError
 from tlframe.io import safe_load
 from tlframe.methods.base import DomainInfo, StageContext
+from tlframe.selection import Selection, resolve_selection
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +69,15 @@ class StageSpec:
     trainer: DictConfig
     optimizer: DictConfig
     scheduler: DictConfig | None
-    selection: str
+    selection: Selection
     key: str = ""
+    init_from: Path | None = None  # load this checkpoint instead of training the stage
 
 
 @dataclass
 class StageResult:
     name: str
-    selection: str
+    selection: Selection
     module: pl.LightningModule
     metrics: dict[str, Any]
     cached: bool
@@ -83,14 +87,6 @@ class StageResult:
     loggers: list = field(default_factory=list)
 
 
-def _selection_metric(cfg: DictConfig, train_on: dict, stage_cfg: DictConfig) -> str:
-    choice = stage_cfg.get("selection") or cfg.get("selection") or "auto"
-    if choice != "auto":
-        return str(choice)
-    target_labeled = "target" in train_on and parse_regime(train_on["target"]) != "none"
-    return "val/target/acc" if target_labeled else "val/source/acc"
-
-
 def plan_stages(cfg: DictConfig) -> list[StageSpec]:
     """Resolve the method's declared stages and give each its content key."""
     stages_cfg = cfg.method.get("stages")
@@ -98,6 +94,8 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
         raise ConfigError(f"method {cfg.method.get('name')!r} declares no stages")
     specs, previous = [], None
     for name, stage_cfg in stages_cfg.items():
+        if stage_cfg is None:  # a method extending another drops a stage with `<name>: null`
+            continue
         train_on = OmegaConf.to_container(stage_cfg.train_on, resolve=True)
         for role, regime in train_on.items():
             train_on[role] = parse_regime(regime)
@@ -108,8 +106,12 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
             trainer=OmegaConf.merge(cfg.trainer, stage_cfg.get("trainer") or {}),
             optimizer=OmegaConf.merge(cfg.optimizer, stage_cfg.get("optimizer") or {}),
             scheduler=cfg.get("scheduler") or None,
-            selection=_selection_metric(cfg, train_on, stage_cfg),
+            selection=resolve_selection(
+                stage_cfg.get("selection") or cfg.get("selection"), train_on
+            ),
         )
+        if stage_cfg.get("init_from"):
+            spec.init_from = resolve_checkpoint(stage_cfg.init_from, spec.name)
         spec.key = _stage_key(cfg, spec, previous)
         specs.append(spec)
         previous = spec.key
@@ -117,8 +119,7 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
 
 
 def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
-    selection_role = spec.selection.split("/")[1] if spec.selection.count("/") >= 2 else None
-    roles = set(spec.train_on) | ({selection_role} if selection_role else set())
+    roles = set(spec.train_on) | {spec.selection.role}
 
     def plain(node) -> Any:
         return OmegaConf.to_container(node, resolve=True) if node is not None else None
@@ -127,7 +128,7 @@ def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
         "stage": spec.name,
         "module": plain(spec.module),
         "train_on": spec.train_on,
-        "selection": spec.selection,
+        "selection": spec.selection.label,
         "trainer": {k: v for k, v in plain(spec.trainer).items() if k not in _DISPLAY_ONLY},
         "optimizer": plain(spec.optimizer),
         "scheduler": plain(spec.scheduler),
@@ -139,6 +140,8 @@ def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
         "previous": previous,
         "code": code_version(),
     }
+    if spec.init_from:
+        material["init_from"] = file_digest(spec.init_from)
     return content_key(material)
 
 
@@ -149,7 +152,7 @@ def domain_infos(domains: dict[str, Domain]) -> dict[str, DomainInfo]:
     }
 
 
-def _callbacks(spec: StageSpec, cfg: DictConfig, checkpoint_dir: Path) -> list[pl.Callback]:
+def build_callbacks(spec: StageSpec, cfg: DictConfig, checkpoint_dir: Path) -> list[pl.Callback]:
     callbacks = []
     show_progress = spec.trainer.get("enable_progress_bar", True)
     for name, node in (cfg.get("callbacks") or {}).items():
@@ -157,14 +160,14 @@ def _callbacks(spec: StageSpec, cfg: DictConfig, checkpoint_dir: Path) -> list[p
             continue
         overrides = {}
         if node.get("monitor") == "auto":
-            overrides["monitor"] = spec.selection
+            overrides.update(monitor=spec.selection.metric, mode=spec.selection.mode)
         if name == "model_checkpoint":
             overrides["dirpath"] = str(checkpoint_dir)
         callbacks.append(instantiate(node, **overrides))
     return callbacks
 
 
-def _loggers(cfg: DictConfig, version: str) -> list:
+def build_loggers(cfg: DictConfig, version: str) -> list:
     return [
         instantiate(node, version=version)
         for node in (cfg.get("logger") or {}).values()
@@ -176,7 +179,7 @@ def build_module(
     cfg: DictConfig, spec: StageSpec, infos: dict[str, DomainInfo], inherited: dict | None
 ) -> pl.LightningModule:
     factory = instantiate(spec.module, _partial_=True)
-    return factory(
+    module = factory(
         backbone=instantiate(cfg.backbone),
         head=instantiate(cfg.head),
         optimizer=instantiate(spec.optimizer),
@@ -184,6 +187,12 @@ def build_module(
         context=StageContext(domains=infos, train_on=spec.train_on, name=spec.name),
         inherited=inherited,
     )
+    performance = cfg.get("performance") or {}
+    if performance.get("channels_last"):
+        module.use_channels_last()
+    if performance.get("compile"):
+        module.backbone.compile()  # in place: parameter names (and caches) stay the same
+    return module
 
 
 def run_stage(
@@ -203,13 +212,17 @@ def run_stage(
     )
     trainer = instantiate(
         spec.trainer,
-        callbacks=_callbacks(spec, cfg, run_dir / "checkpoints" / spec.name),
-        logger=_loggers(cfg, spec.name) or False,
+        callbacks=build_callbacks(spec, cfg, run_dir / "checkpoints" / spec.name),
+        logger=build_loggers(cfg, spec.name) or False,
     )
     cacheable = not spec.trainer.get("fast_dev_run")
     entry = cache.load(spec.key) if cacheable else None
     best_path, fit_seconds = None, 0.0
-    if entry is not None:
+    if spec.init_from:
+        load_weights(module, spec.init_from)
+        best_path = str(spec.init_from)
+        log.info("stage %s: loaded from %s instead of training", spec.name, spec.init_from)
+    elif entry is not None:
         module.load_state_dict(entry["state_dict"])
         log.info("stage %s: reused from cache %s", spec.name, cache.path(spec.key))
     else:
@@ -217,15 +230,17 @@ def run_stage(
             "stage %s: training on %s, selecting on %s",
             spec.name,
             ", ".join(f"{r} (labels: {v})" for r, v in spec.train_on.items()),
-            spec.selection,
+            spec.selection.label,
         )
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_point(cfg, spec, run_dir))
         fit_seconds = time.perf_counter() - start
         best_path = _restore_best(trainer, module)
         if cacheable:
             cache.store(
-                spec.key, module.state_dict(), {"stage": spec.name, "selection": spec.selection}
+                spec.key,
+                module.state_dict(),
+                {"stage": spec.name, "selection": spec.selection.label},
             )
     start = time.perf_counter()
     results = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -244,6 +259,15 @@ def run_stage(
         best_checkpoint=best_path,
         loggers=trainer.loggers,
     )
+
+
+def _resume_point(cfg: DictConfig, spec: StageSpec, run_dir: Path) -> Path | None:
+    """With ``resume=true``, the stage's last checkpoint in this run dir, if it has one."""
+    last = run_dir / "checkpoints" / spec.name / "last.ckpt"
+    if cfg.get("resume") and last.is_file():
+        log.info("stage %s: resuming from %s", spec.name, last)
+        return last
+    return None
 
 
 def _restore_best(trainer: pl.Trainer, module: pl.LightningModule) -> str | None:

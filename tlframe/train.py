@@ -6,19 +6,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from tlframe.config import config_dir, register_resolvers
 from tlframe.data.domain import Domain
@@ -35,6 +38,7 @@ register_resolvers()
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # inside Lightning
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
 
 
 def build_domains(cfg: DictConfig) -> dict[str, Domain]:
@@ -45,8 +49,18 @@ def build_domains(cfg: DictConfig) -> dict[str, Domain]:
         if other in domains and cfg[other] == cfg[role]:
             domains[role] = domains[other]
         else:
-            domains[role] = instantiate(cfg[role])
+            domains[role] = _instantiate_domain(cfg[role])
     return domains
+
+
+def _instantiate_domain(node: DictConfig) -> Domain:
+    """Hydra wraps what a builder raises; a builder's own one-line error is passed on as is."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, TlframeError):
+            raise err.__cause__ from None
+        raise
 
 
 def check_classes(cfg: DictConfig, domains: dict[str, Domain]) -> None:
@@ -64,15 +78,45 @@ def check_classes(cfg: DictConfig, domains: dict[str, Domain]) -> None:
         )
 
 
+def check_input_shapes(domains: dict[str, Domain], same_shape: bool = True) -> None:
+    """One backbone reads both domains, so their examples must have one shape (unless the
+    method sets ``same_input_shape: false``: it builds an input layer per domain)."""
+    source, target = domains["source"], domains["target"]
+    if same_shape and tuple(source.input_shape) != tuple(target.input_shape):
+        raise ConfigError(
+            f"source {source.name} gives inputs of shape {tuple(source.input_shape)} but "
+            f"target {target.name} gives {tuple(target.input_shape)}; make them equal with the "
+            "domains' options, e.g. target.channels=3 target.image_size=32"
+        )
+
+
+def completed_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The run dir's metrics.json when it already holds this exact run, finished."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = record.get("config") == OmegaConf.to_container(cfg, resolve=True)
+    return record if same and record.get("status") == "completed" else None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its metrics.json record."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    done = completed_record(cfg, run_dir)
+    if done is not None:  # a relaunched sweep: this job finished before
+        log.info("%s already holds this finished run; not training again", run_dir)
+        return done
     validate(cfg)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     domains = build_domains(cfg)
     check_classes(cfg, domains)
+    check_input_shapes(domains, bool(cfg.method.get("same_input_shape", True)))
     timings["data"] = time.perf_counter() - start
     results = run_stages(cfg, domains, run_dir)
     timings["fit"] = sum(r.fit_seconds for r in results)
@@ -98,28 +142,37 @@ def _print_summary(record: dict[str, Any], run_dir: Path) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _fail(err: Exception, cfg: DictConfig) -> None:
-    """One line on stderr; in a sweep the error is recorded and the other jobs go on."""
-    message = f"tlframe: error: {err}"
-    print(message, file=sys.stderr, flush=True)
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun:
-        run_dir = Path(cfg.paths.output_dir)
-        atomic_write_json({"status": "failed", "error": str(err)}, run_dir / "error.json")
-        return
-    if os.environ.get("TLFRAME_DEBUG"):
-        raise err
-    sys.exit(2)
+def _in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _record_failure(err: BaseException, cfg: DictConfig) -> None:
+    """In a sweep a failed job leaves ``error.json`` (for the report) and the others go on."""
+    detail = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+    if not isinstance(err, TlframeError):
+        detail["traceback"] = traceback.format_exc()
+    atomic_write_json(detail, Path(cfg.paths.output_dir) / "error.json")
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         record = train(cfg)
-    except TlframeError as err:
-        _fail(err, cfg)
+    except TlframeError as err:  # a user mistake: one line, exit code 2
+        print(f"tlframe: error: {err}", file=sys.stderr, flush=True)
+        if _in_sweep():
+            _record_failure(err, cfg)
+            return None
+        if os.environ.get("TLFRAME_DEBUG"):
+            raise
+        sys.exit(2)
+    except Exception as err:
+        if not _in_sweep():
+            raise
+        log.exception("job failed; the sweep goes on")
+        _record_failure(err, cfg)
         return None
-    key = cfg.get("optimized_metric") or record["selection"]
+    key = cfg.get("optimized_metric") or record["selection_metric"]
     value = record["metrics"].get(key)
     return float(value) if value is not None else None
 

@@ -47,7 +47,8 @@ def validate(cfg: DictConfig) -> None:
     _positive_number(cfg, "optimizer.lr")
     parse_regime(cfg.data.get("target_labels"))
     for name, stage in (cfg.method.get("stages") or {}).items():
-        _check_stage(cfg, str(name), stage)
+        if stage is not None:  # a stage dropped by a method that extends another
+            _check_stage(cfg, str(name), stage)
 
 
 def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tlframe.data.domain import SPLITS, Domain, TensorSplit
+from tlframe.data.images import match_channels
 from tlframe.io import atomic_save, load_cached
 
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -35,19 +36,29 @@ def load_or_build(path: Path, build: Callable[[], dict]) -> dict:
 
 
 def digits_domain(
-    name: str, data: dict, image_size: int, mean: float, std: float, path: Path
+    name: str,
+    data: dict,
+    image_size: int,
+    mean: float,
+    std: float,
+    path: Path,
+    channels: int = 1,
+    class_names: list[str] | None = None,
 ) -> Domain:
-    """A 10-class grey-scale ``Domain`` from cached uint8 images, normalised to float32."""
+    """A ``Domain`` from cached uint8 images, normalised to float32 with ``channels``
+    channels (grey is repeated as a view, colour averaged to luminance); its classes are
+    the digits unless ``class_names`` are given."""
     splits = {
         split: TensorSplit(
-            (data[split]["images"].float() / 255 - mean) / std, data[split]["labels"].long()
+            match_channels((data[split]["images"].float() / 255 - mean) / std, channels),
+            data[split]["labels"].long(),
         )
         for split in SPLITS
     }
     return Domain(
         name=name,
-        class_names=list(CLASS_NAMES),
-        input_shape=(1, image_size, image_size),
+        class_names=list(CLASS_NAMES if class_names is None else class_names),
+        input_shape=(channels, image_size, image_size),
         **splits,
         info={"cache": str(path)},
     )

@@ -27,6 +27,7 @@ def hand_digits(
     test_fraction: float = 0.2,
     mean: float = 0.5,
     std: float = 0.5,
+    channels: int = 1,
 ) -> Domain:
     """scikit-learn's digits with a stratified train/val/test split, cached under ``root``."""
     if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
@@ -41,7 +42,7 @@ def hand_digits(
     }
     path = cache_path(root, "hand_digits", VERSION, args)
     data = load_or_build(path, lambda: _build(**args))
-    return digits_domain("hand_digits", data, image_size, mean, std, path)
+    return digits_domain("hand_digits", data, image_size, mean, std, path, channels)
 
 
 def _build(seed: int, image_size: int, val_fraction: float, test_fraction: float) -> dict:

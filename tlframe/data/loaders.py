@@ -40,7 +40,10 @@ class Tagged:
 def _loader(dataset: Dataset, sampler, batch_size: int, collate, loader_cfg: dict) -> DataLoader:
     if isinstance(dataset, TensorSplit):
         batches = BatchSampler(sampler, batch_size, drop_last=isinstance(sampler, RandomSampler))
-        return DataLoader(dataset, batch_size=None, sampler=batches, collate_fn=collate)
+        pin = bool(loader_cfg.get("pin_memory", False))
+        return DataLoader(
+            dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin
+        )
     workers = int(loader_cfg.get("num_workers", 0))
     return DataLoader(
         dataset,

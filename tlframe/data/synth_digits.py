@@ -42,21 +42,30 @@ def synth_digits(
     fonts: list[str] | None = None,
     mean: float = 0.5,
     std: float = 0.5,
+    channels: int = 1,
 ) -> Domain:
     """Font-rendered digits, built once per argument set and cached under ``root/embedded``."""
     fonts = list(DIGIT_FONTS if fonts is None else fonts)
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     args = {"seed": seed, "sizes": sizes, "image_size": image_size, "fonts": fonts}
     path = cache_path(root, "synth_digits", VERSION, args)
-    data = load_or_build(path, lambda: _build(seed, sizes, image_size, fonts))
-    return digits_domain("synth_digits", data, image_size, mean, std, path)
+    chars = "".join(CLASS_NAMES)
+    data = load_or_build(
+        path, lambda: render_splits("synth_digits", chars, seed, sizes, image_size, fonts)
+    )
+    return digits_domain("synth_digits", data, image_size, mean, std, path, channels)
 
 
-def _build(seed: int, sizes: dict[str, int], image_size: int, fonts: list[str]) -> dict:
-    strokes, weights = _stroke_variants(render_glyphs("".join(CLASS_NAMES), fonts, BANK_SIZE))
+def render_splits(
+    name: str, chars: str, seed: int, sizes: dict[str, int], image_size: int, fonts: list[str]
+) -> dict:
+    """``{split: {"images", "labels"}}`` of randomly warped glyphs of ``chars`` (label i is
+    ``chars[i]``), each split from its own stream of ``(name, seed, split)``. Shared by the
+    font-rendered domains (``synth_digits``, ``synth_letters``)."""
+    strokes, weights = _stroke_variants(render_glyphs(chars, fonts, BANK_SIZE))
     data = {}
     for split, n in sizes.items():
-        generator = torch.Generator().manual_seed(split_seed("synth_digits", seed, split))
+        generator = torch.Generator().manual_seed(split_seed(name, seed, split))
         images, labels = _sample(strokes, weights, n, image_size, generator)
         data[split] = {"images": images, "labels": labels}
     return data

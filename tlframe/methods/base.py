@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from tlframe.errors import TlframeError
+from tlframe.selection import prediction_entropy, soft_neighborhood_density
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class TransferModule(pl.LightningModule):
             {role: MulticlassAccuracy(task.num_classes, average="none") for role in self.eval_roles}
         )
         self.per_class_results: dict[str, list[float]] = {}
+        self._target_val_probs: list[Tensor] = []
         if inherited:
             self.inherit(inherited)
 
@@ -111,6 +113,22 @@ class TransferModule(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x))
+
+    def logits_for(self, x: Tensor, role: str) -> Tensor:
+        """Evaluation logits for ``role``'s examples; models with a head per task override it."""
+        return self(x)
+
+    def use_channels_last(self) -> None:
+        """NHWC weights and image batches: faster convolutions on recent CPUs and GPUs."""
+        self.channels_last = True
+        self.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if not getattr(self, "channels_last", False):
+            return batch
+        if "x" in batch:  # an evaluation batch
+            return {**batch, "x": _nhwc(batch["x"])}
+        return {role: (_nhwc(x), y) for role, (x, y) in batch.items()}
 
     # -------------------------------------------------------------- training
     def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
@@ -141,9 +159,12 @@ class TransferModule(pl.LightningModule):
     # ------------------------------------------------------------ evaluation
     def _evaluate(self, batch: Mapping, prefix: str) -> None:
         role, split = batch["domain"], batch["split"]
+        logits = self.logits_for(batch["x"], role)
+        if role == "target" and split == "val":  # for the label-free selection criteria
+            self._target_val_probs.append(logits.softmax(dim=1))
         if role not in self.eval_roles:
             return
-        preds = self(batch["x"]).argmax(dim=1)
+        preds = logits.argmax(dim=1)
         metric = self.metrics[f"{split}_{role}"]
         metric.update(preds, batch["y"])
         self.log(f"{split}/{role}/acc", metric, add_dataloader_idx=False, prog_bar=split == "val")
@@ -156,7 +177,19 @@ class TransferModule(pl.LightningModule):
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "test")
 
+    def _log_label_free_criteria(self) -> None:
+        if not self._target_val_probs:
+            return
+        probs = torch.cat(self._target_val_probs).float()
+        self._target_val_probs.clear()
+        self.log("val/target/entropy", prediction_entropy(probs))
+        self.log("val/target/snd", soft_neighborhood_density(probs))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_label_free_criteria()
+
     def on_test_epoch_end(self) -> None:
+        self._log_label_free_criteria()
         for role in self.eval_roles:
             metric = self.per_class[role]
             if metric.update_count:
@@ -184,6 +217,10 @@ class TransferModule(pl.LightningModule):
         """Training progress p in [0, 1], for schedules such as DANN's lambda."""
         total = self.trainer.estimated_stepping_batches if self._trainer else 0
         return min(self.global_step / total, 1.0) if total else 0.0
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def _same_shapes(a: nn.Module, b: nn.Module) -> bool:

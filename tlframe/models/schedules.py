@@ -25,3 +25,11 @@ def cosine(optimizer: Optimizer, total_steps: int, final_fraction: float = 0.0) 
         return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def dann_lambda(progress: float, gamma: float = 10.0) -> float:
+    """DANN's adaptation factor lambda_p = 2 / (1 + exp(-gamma p)) - 1, from 0 to ~1.
+
+    Keeps the noisy domain signal away from the features early in training.
+    """
+    return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0

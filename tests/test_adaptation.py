@@ -1,0 +1,124 @@
+"""Domain adaptation: gradient reversal, schedules, the three alignment methods, selection."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import QUICK
+
+from tlframe.errors import ConfigError
+from tlframe.methods.cdan import MultilinearMap, entropy_weights
+from tlframe.methods.dan import multi_kernel_mmd
+from tlframe.models.layers import GradientReversal
+from tlframe.models.schedules import dann_lambda
+from tlframe.selection import prediction_entropy, resolve_selection, soft_neighborhood_density
+from tlframe.stages import run_stages
+from tlframe.train import build_domains, train
+
+ADAPTATION = ("dann", "dan", "cdan")
+
+
+def test_gradient_reversal_negates_and_scales_the_gradient():
+    x = torch.randn(5, 3, requires_grad=True)
+    layer = GradientReversal(coefficient=0.3)
+    out = layer(x)
+    assert torch.equal(out, x)
+    upstream = torch.randn(5, 3)
+    out.backward(upstream)
+    assert torch.allclose(x.grad, -0.3 * upstream)
+
+
+def test_dann_lambda_schedule_values():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
+    assert 0.98 < dann_lambda(0.5) < dann_lambda(1.0) < 1.0
+
+
+def test_mmd_is_zero_for_one_sample_and_grows_with_shift():
+    x = torch.randn(64, 8)
+    assert multi_kernel_mmd(x, x).abs() < 1e-6
+    near, far = multi_kernel_mmd(x, x + 0.5), multi_kernel_mmd(x, x + 3.0)
+    assert 0 < near < far
+
+
+def test_cdan_multilinear_map_and_entropy_weights():
+    f, g = torch.randn(4, 6), torch.softmax(torch.randn(4, 3), dim=1)
+    full = MultilinearMap(6, 3)
+    assert full(f, g).shape == (4, 18)
+    assert torch.allclose(full(f, g)[0].view(3, 6), torch.outer(g[0], f[0]))
+    assert MultilinearMap(6, 3, max_joint_dim=8)(f, g).shape == (4, 8)
+    confident = torch.tensor([[0.98, 0.01, 0.01], [1 / 3, 1 / 3, 1 / 3]])
+    weights = entropy_weights(confident)
+    assert weights.sum() == pytest.approx(2.0) and weights[0] > weights[1]
+
+
+def test_label_free_criteria_prefer_confident_clustered_predictions():
+    sharp = torch.eye(4).repeat(10, 1) * 0.97 + 0.0075
+    flat = torch.full((40, 4), 0.25) + 0.01 * torch.randn(40, 4).abs()
+    flat = flat / flat.sum(1, keepdim=True)
+    assert prediction_entropy(sharp) < prediction_entropy(flat)
+    assert soft_neighborhood_density(sharp) > 0
+
+
+def test_selection_rules():
+    unlabeled = {"source": "all", "target": "none"}
+    assert resolve_selection("auto", unlabeled).metric == "val/source/acc"
+    assert resolve_selection("auto", {"target": 5}).metric == "val/target/acc"
+    entropy = resolve_selection("entropy", unlabeled)
+    assert (entropy.metric, entropy.mode) == ("val/target/entropy", "min")
+    oracle = resolve_selection("oracle", unlabeled)
+    assert oracle.oracle and oracle.label == "val/target/acc (oracle)"
+    with pytest.raises(ConfigError, match="selection=oracle"):
+        resolve_selection("target", unlabeled)
+
+
+def test_dann_never_reads_target_labels(make_cfg, tmp_path):
+    """Corrupting every target label leaves the trained model bit-identical."""
+    cfg = make_cfg("method=dann", *QUICK, "source.num_train=300", "cache_stages=false")
+    domains = build_domains(cfg)
+    clean = run_stages(cfg, domains, tmp_path / "clean")[0].module.state_dict()
+    train_split = domains["target"].train
+    train_split.labels = (train_split.labels + 3) % 10
+    corrupted = run_stages(cfg, domains, tmp_path / "corrupt")[0].module.state_dict()
+    assert clean.keys() == corrupted.keys()
+    assert all(torch.equal(clean[k], corrupted[k]) for k in clean)
+
+
+@pytest.mark.parametrize("method", ADAPTATION)
+def test_short_adaptation_run_learns(make_cfg, method: str):
+    record = train(
+        make_cfg(
+            f"method={method}",
+            "data.steps_per_epoch=40",
+            "trainer.max_epochs=3",
+            "source.num_train=3000",
+            "cache_stages=false",
+        )
+    )
+    metrics = record["metrics"]
+    assert record["selection"] == "val/source/acc"
+    assert metrics["test/source/acc"] > 0.8
+    assert metrics["test/target/acc"] > 0.3  # chance is 0.1
+    assert metrics["test/target/a_distance"] <= 2.0
+
+
+def test_oracle_selection_is_labelled_in_outputs(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(make_cfg("method=dann", *QUICK, "source.num_train=300", "selection=oracle", run_dir=run))
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["selection"] == "val/target/acc (oracle)"
+    assert saved["stages"]["adapt"]["selection"] == "val/target/acc (oracle)"
+
+
+def test_feature_space_picture_and_a_distance_are_written(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg("method=dann", *QUICK, "source.num_train=300", run_dir=run)
+    cfg.callbacks.feature_space.tsne = True
+    cfg.callbacks.feature_space.max_points = 100
+    record = train(cfg)
+    assert (run / "feature_space_adapt.png").stat().st_size > 10_000
+    assert -2.0 <= record["metrics"]["test/target/a_distance"] <= 2.0

@@ -1,0 +1,113 @@
+"""Fine-tuning: two stages from one command, a cached source stage, kept or new heads,
+and a source stage loaded from a checkpoint (method.init_from) instead of trained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import QUICK
+from hydra.utils import instantiate
+
+from tlframe.errors import ConfigError
+from tlframe.methods.base import DomainInfo, StageContext
+from tlframe.methods.finetune import FineTune
+from tlframe.stages import plan_stages
+from tlframe.train import train
+
+SMALL = (*QUICK, "source.num_train=300", "data.target_labels=3")
+ONE_EPOCH = "method.epochs_target=1"  # the target stage's own budget
+SOURCE_STAGE_METHODS = ("source_only", "finetune", "lwf", "l2sp", "layer_transfer")
+
+
+def test_every_labeled_target_method_shares_one_source_stage(make_cfg):
+    keys = {m: plan_stages(make_cfg(f"method={m}", *SMALL))[0].key for m in SOURCE_STAGE_METHODS}
+    assert len(set(keys.values())) == 1, keys
+
+
+def test_a_sweep_over_target_stage_settings_trains_the_source_stage_once(make_cfg, tmp_path):
+    first = train(make_cfg("method=finetune", *SMALL, ONE_EPOCH, run_dir=tmp_path / "a"))
+    assert not first["stages"]["source"]["cached"]
+    assert (tmp_path / "a" / "checkpoints" / "source" / "best.ckpt").is_file()
+    changes = [
+        ("method=finetune", "method.lr_target=0.003"),
+        ("method=l2sp", "data.target_labels=1"),
+    ]
+    for i, change in enumerate(changes):
+        run = tmp_path / f"b{i}"
+        record = train(make_cfg(*SMALL, ONE_EPOCH, *change, run_dir=run))
+        source, target = record["stages"]["source"], record["stages"]["target"]
+        assert source["cached"] and source["fit_seconds"] == 0.0, change
+        assert source["metrics"] == first["stages"]["source"]["metrics"]
+        assert not (run / "checkpoints" / "source").exists()  # nothing was retrained
+        assert not target["cached"] and target["fit_seconds"] > 0
+    for key in ("test/target/acc", "test/source/acc"):  # forgetting is visible
+        assert 0.0 <= first["metrics"][key] <= 1.0
+
+
+def test_init_from_loads_a_run_dir_or_ckpt_instead_of_training(make_cfg, tmp_path):
+    source_run = tmp_path / "source_only"
+    trained = train(make_cfg("method=source_only", *SMALL, run_dir=source_run))
+    best = source_run / "checkpoints" / "source" / "best.ckpt"
+    for location in (source_run, best):
+        record = train(
+            make_cfg(
+                "method=finetune",
+                *SMALL,
+                ONE_EPOCH,
+                f"method.init_from={location}",
+                run_dir=tmp_path / "f",
+            )
+        )
+        source = record["stages"]["source"]
+        assert source["fit_seconds"] == 0.0 and not source["cached"]
+        assert source["best_checkpoint"] == str(best.resolve())
+        assert source["metrics"]["test/source/acc"] == trained["metrics"]["test/source/acc"]
+    with pytest.raises(ConfigError, match="no checkpoints/source/best.ckpt"):
+        plan_stages(make_cfg("method=finetune", f"method.init_from={tmp_path}"))
+
+
+def test_init_from_is_part_of_the_target_stage_key(make_cfg, tmp_path):
+    first, second = tmp_path / "one.ckpt", tmp_path / "two.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, first)
+    torch.save({"state_dict": {"w": torch.ones(1)}}, second)
+    keys = [
+        plan_stages(make_cfg("method=finetune", f"method.init_from={path}"))[1].key
+        for path in (first, second)
+    ]
+    assert keys[0] != keys[1]
+
+
+def _module(make_cfg, target_classes: int, keep_head: bool, inherited=None) -> FineTune:
+    cfg = make_cfg("method=finetune")
+    source = DomainInfo("s", tuple("0123456789"), (1, 28, 28))
+    target = DomainInfo("t", tuple("abcdefghij"[:target_classes]), (1, 28, 28))
+    return FineTune(
+        backbone=instantiate(cfg.backbone),
+        head=instantiate(cfg.head),
+        optimizer=instantiate(cfg.optimizer),
+        context=StageContext({"source": source, "target": target}, {"target": 3}),
+        keep_head=keep_head,
+        inherited=inherited,
+    )
+
+
+def test_target_stage_inherits_the_backbone_and_keeps_or_renews_the_head(make_cfg):
+    source = _module(make_cfg, 10, keep_head=True)
+    parts = {"backbone": source.backbone, "head": source.head}
+    kept = _module(make_cfg, 10, keep_head=True, inherited=parts)
+    renewed = _module(make_cfg, 10, keep_head=False, inherited=parts)
+    other_classes = _module(make_cfg, 4, keep_head=False, inherited=parts)
+    for module in (kept, renewed, other_classes):
+        for name, value in source.backbone.state_dict().items():
+            assert torch.equal(module.backbone.state_dict()[name], value)
+    assert torch.equal(kept.head.weight, source.head.weight) and kept.head_inherited
+    assert not torch.equal(renewed.head.weight, source.head.weight)
+    assert other_classes.head.out_features == 4 and not other_classes.head_inherited
+    with pytest.raises(ConfigError, match="method.keep_head=false"):
+        _module(make_cfg, 4, keep_head=True, inherited=parts)
+
+
+def test_a_new_head_lifts_the_same_classes_requirement(make_cfg):
+    assert make_cfg("method=finetune").method.same_classes is True
+    assert make_cfg("method=finetune", "method.keep_head=false").method.same_classes is False
+    assert make_cfg("method=layer_transfer").method.same_classes is False

@@ -1,0 +1,142 @@
+"""Image-folder domains from tiny trees on disk: layouts, classes by name, unreadable
+images, the download hook, and streaming through DataLoader workers in a real run."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK
+from file_fixtures import write_image_tree
+
+from tlframe.data import image_folder as folder_module
+from tlframe.data.datamodule import TransferDataModule
+from tlframe.data.image_folder import UnreadableImageError, image_folder
+from tlframe.errors import ConfigError, DataError
+from tlframe.train import build_domains, check_classes, train
+
+SMALL = {"image_size": 8, "resize_size": 10}
+CLASSES = {"b_cls": 10, "a_cls": 10, "C": 10}
+
+
+def test_one_tree_is_split_with_a_seed_and_classes_are_sorted(tmp_path: Path) -> None:
+    write_image_tree(tmp_path / "tree", CLASSES)
+    domain = image_folder(str(tmp_path / "tree"), name="tree", **SMALL)
+    assert domain.class_names == ["C", "a_cls", "b_cls"]  # ImageFolder's sorted folder names
+    assert domain.input_shape == (3, 8, 8)
+    assert [len(domain.split(s)) for s in ("train", "val", "test")] == [21, 3, 6]
+    paths = {s: {p for p, _ in domain.split(s).samples} for s in ("train", "val", "test")}
+    assert not (paths["train"] & paths["test"]) and not (paths["train"] & paths["val"])
+    assert sorted(torch.tensor(domain.test.targets).bincount().tolist()) == [2, 2, 2]
+    x, y = domain.test[0]
+    assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and y == domain.test.targets[0]
+    assert torch.equal(domain.test[0][0], x)  # evaluation crops are centred: deterministic
+    again = image_folder(str(tmp_path / "tree"), seed=0, **SMALL)
+    other = image_folder(str(tmp_path / "tree"), seed=1, **SMALL)
+    assert again.test.samples == domain.test.samples != other.test.samples
+
+
+def test_split_folders_are_used_and_a_missing_val_is_carved(tmp_path: Path) -> None:
+    write_image_tree(tmp_path / "root" / "train", {"x": 10, "y": 10})
+    write_image_tree(tmp_path / "root" / "test", {"x": 3, "y": 2})
+    domain = image_folder(str(tmp_path / "root"), val_fraction=0.2, **SMALL)
+    assert domain.class_names == ["x", "y"]
+    assert [len(domain.split(s)) for s in ("train", "val", "test")] == [16, 4, 5]
+    assert all("/root/test/" in p for p, _ in domain.test.samples)
+    write_image_tree(tmp_path / "root" / "test", {"z": 1})
+    with pytest.raises(DataError, match=r"classes the training images lack: \['z'\]"):
+        image_folder(str(tmp_path / "root"), **SMALL)
+
+
+def test_a_class_folder_named_train_is_a_class(tmp_path: Path) -> None:
+    """VisDA has a class called ``train``: a root is split folders only if all its folders are."""
+    write_image_tree(tmp_path / "visda", {"train": 5, "truck": 5})
+    assert image_folder(str(tmp_path / "visda"), **SMALL).class_names == ["train", "truck"]
+
+
+def test_corrupt_image_error_names_the_file_also_from_workers(tmp_path: Path, monkeypatch) -> None:
+    write_image_tree(tmp_path / "root" / "train", {"x": 4, "y": 4})
+    write_image_tree(tmp_path / "root" / "test", {"x": 2, "y": 2})
+    broken = tmp_path / "root" / "test" / "y" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 this is not a JPEG")
+    domain = image_folder(str(tmp_path / "root"), **SMALL)
+    index = [p for p, _ in domain.test.samples].index(str(broken))
+    with pytest.raises(UnreadableImageError, match=f"cannot read image {broken}"):
+        domain.test[index]
+    # torch waits this long for each worker of a failed loader when it is collected
+    monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 0.2)
+    dm = TransferDataModule({"source": domain}, {"source": "all"}, eval_batch_size=2, num_workers=2)
+    with pytest.raises(DataError) as caught:
+        for loader in dm.test_dataloader():
+            list(loader)
+    message = str(caught.value)
+    del caught
+    gc.collect()  # shut the workers down while the short wait applies
+    assert message.startswith(f"cannot read image {broken}") and "\n" not in message
+
+
+def test_source_and_target_classes_are_matched_by_name(tmp_path: Path, make_cfg) -> None:
+    write_image_tree(tmp_path / "a", {"cat": 3, "dog": 3, "owl": 3})
+    write_image_tree(tmp_path / "b", {"cat": 3, "dog": 3, "emu": 3})
+    cfg = make_cfg(
+        "source=image_folder", f"source.root={tmp_path / 'a'}", "source.name=a",
+        "target=image_folder", f"target.root={tmp_path / 'b'}", "target.name=b",
+    )  # fmt: skip
+    domains = build_domains(cfg)
+    with pytest.raises(ConfigError, match=r"a only: \['owl'\], b only: \['emu'\]"):
+        check_classes(cfg, domains)
+
+
+def test_presets_say_where_the_data_goes_and_how_to_get_it(make_cfg, data_dir: Path) -> None:
+    cfg = make_cfg("source=office31_amazon", "target=office31_webcam")
+    with pytest.raises(DataError) as caught:
+        build_domains(cfg)
+    message = str(caught.value)
+    assert f"no image folder at {data_dir}/office31/amazon/images" in message
+    assert "domain_adaptation_images.tar.gz" in message and "source.root=DIR" in message
+    cfg = make_cfg("source=office_home_art", "target=visda_real")
+    assert cfg.source.root.endswith("OfficeHomeDataset_10072016/Art")
+    assert cfg.target.url.startswith("http://csr.bu.edu/ftp/visda17/clf/")
+
+
+def test_download_unpacks_the_archive_next_to_root(tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    def fake_download(url: str, download_root: str, md5: str | None = None) -> None:
+        calls.append((url, download_root, md5))
+        write_image_tree(Path(download_root) / "validation", {"car": 5, "bus": 5})
+
+    monkeypatch.setattr(folder_module, "download_and_extract_archive", fake_download)
+    root = tmp_path / "visda2017" / "validation"
+    with pytest.raises(DataError, match="target.download=true to download http://x/v.tar"):
+        image_folder(str(root), url="http://x/v.tar", role="target", **SMALL)
+    assert calls == []  # no download unless asked
+    domain = image_folder(str(root), url="http://x/v.tar", download=True, **SMALL)
+    assert calls == [("http://x/v.tar", str(tmp_path / "visda2017"), None)]
+    assert domain.class_names == ["bus", "car"]
+    image_folder(str(root), url="http://x/v.tar", download=True, **SMALL)
+    assert len(calls) == 1  # present now: not fetched again
+
+
+def test_streamed_folders_train_with_persistent_workers(tmp_path: Path, make_cfg) -> None:
+    write_image_tree(tmp_path / "a", {"cat": 12, "dog": 12}, size=20)
+    write_image_tree(tmp_path / "b", {"cat": 12, "dog": 12}, size=24)
+    cfg = make_cfg(
+        *QUICK,
+        "backbone=mlp",
+        *[
+            f"{role}.{key}={value}"
+            for role, root in (("source", tmp_path / "a"), ("target", tmp_path / "b"))
+            for key, value in (("root", root), ("image_size", 16), ("resize_size", 16))
+        ],
+        "source=image_folder",
+        "target=image_folder",
+        "data.batch_size=8",
+        "data.num_workers=2",
+        "data.persistent_workers=true",
+    )
+    record = train(cfg)
+    assert record["status"] == "completed"
+    assert 0.0 <= record["metrics"]["test/target/acc"] <= 1.0

@@ -1,0 +1,130 @@
+"""Self-taught learning and clustering: letters as unlabeled data of other classes, a
+label-free pretraining stage, frozen or fine-tuned features, k-means scored by Hungarian
+matching and NMI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUICK
+
+from tlframe.data.fonts import DIGIT_FONTS, render_glyphs
+from tlframe.data.synth_letters import LETTERS, synth_letters
+from tlframe.errors import ConfigError
+from tlframe.methods.clustering import cluster_accuracy
+from tlframe.methods.objectives import Autoencoder, Contrastive, nt_xent
+from tlframe.methods.self_taught import SelfTaughtPretrain
+from tlframe.models.augment import Augment
+from tlframe.models.backbones import lenet
+from tlframe.stages import run_stages
+from tlframe.train import build_domains, train
+
+SMALL = ["source=synth_letters", "source.num_train=300", "source.num_val=100"]
+SMALL += ["source.num_test=100", "callbacks.feature_space=null"]
+
+
+def test_every_font_renders_26_distinct_capitals() -> None:
+    glyphs = render_glyphs(LETTERS, DIGIT_FONTS, size=32)
+    for font, letters in zip(DIGIT_FONTS, glyphs, strict=True):
+        assert (letters.flatten(1).amax(dim=1) > 0.5).all(), font
+        distances = torch.cdist(letters.flatten(1), letters.flatten(1))
+        assert distances[~torch.eye(26, dtype=torch.bool)].min() > 1.0, font
+
+
+def test_synth_letters_has_26_balanced_classes(tmp_path) -> None:
+    domain = synth_letters(str(tmp_path), num_train=260, num_val=52, num_test=52)
+    assert domain.class_names == list(LETTERS)
+    assert domain.train.inputs.shape == (260, 1, 28, 28)
+    assert torch.equal(torch.bincount(domain.train.labels), torch.full((26,), 10))
+
+
+def test_pretrain_stage_never_receives_source_labels(make_cfg, monkeypatch) -> None:
+    seen = []
+    original = SelfTaughtPretrain.training_losses
+
+    def spy(self, batch):
+        seen.extend((role, y) for role, (_, y) in batch.items())
+        return original(self, batch)
+
+    monkeypatch.setattr(SelfTaughtPretrain, "training_losses", spy)
+    record = train(make_cfg("method=self_taught", "data.target_labels=2", *QUICK, *SMALL))
+    assert len(seen) == 4  # QUICK: 4 steps
+    assert all(role == "source" and y is None for role, y in seen)
+    assert record["stages"]["pretrain"]["selection"] == "val/source/loss"
+    assert 0.0 <= record["metrics"]["test/target/acc"] <= 1.0
+
+
+def test_pretrain_stage_refuses_labeled_training_data(make_cfg) -> None:
+    cfg = make_cfg("method=self_taught", "method.stages.pretrain.train_on={source: all}", *SMALL)
+    with pytest.raises(ConfigError, match="learns without labels"):
+        train(cfg)
+
+
+def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("finetune", [False, True])
+def test_frozen_extractor_is_unchanged_by_the_target_stage(make_cfg, finetune: bool) -> None:
+    cfg = make_cfg(
+        "method=self_taught",
+        "method.objective=autoencoder",
+        f"method.finetune={finetune}",
+        "data.target_labels=2",
+        *QUICK,
+        *SMALL,
+    )
+    pretrain, target = run_stages(cfg, build_domains(cfg), Path(cfg.paths.output_dir))
+    before, after = state(pretrain.module.backbone), state(target.module.backbone)
+    unchanged = all(torch.equal(before[k], after[k]) for k in before)
+    assert unchanged != finetune  # frozen: bit-identical (BN buffers too); fine-tuned: moved
+    assert "head" not in pretrain.module.parts()
+
+
+def test_cluster_accuracy_matches_a_hand_computed_example() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    # Best map: cluster 1 -> class 0 (2 right), 0 -> 1 (1 right), 2 -> 2 (2 right): 5/6.
+    assert cluster_accuracy(labels, np.array([1, 1, 0, 2, 2, 2])) == pytest.approx(5 / 6)
+    assert cluster_accuracy(labels, np.array([2, 2, 0, 0, 1, 1])) == 1.0  # names don't matter
+    # One cluster holds everything: only one class can be matched to it.
+    assert cluster_accuracy(labels, np.zeros(6, dtype=int)) == pytest.approx(2 / 6)
+
+
+def test_clustering_methods_report_cluster_accuracy_and_nmi(make_cfg) -> None:
+    record = train(make_cfg("method=self_taught_clustering", *QUICK, *SMALL))
+    assert list(record["stages"]) == ["pretrain", "cluster"]
+    raw = train(
+        make_cfg("method=kmeans", "backbone=mlp", "backbone.hidden_dims=[]", *SMALL),
+    )
+    for metrics in (record["metrics"], raw["metrics"]):
+        assert 0.1 <= metrics["test/target/cluster_acc"] <= 1.0
+        assert 0.0 <= metrics["test/target/nmi"] <= 1.0
+    assert raw["metrics"]["test/target/cluster_acc"] > 0.5  # raw pixels of digits cluster
+
+
+def test_nt_xent_prefers_views_that_find_each_other() -> None:
+    z = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.manual_seed(0)), dim=1)
+    matched = nt_xent(torch.cat([z, z]), temperature=0.2)
+    shuffled = nt_xent(torch.cat([z, z.roll(1, dims=0)]), temperature=0.2)
+    assert matched < shuffled
+
+
+def test_augment_is_batched_seeded_and_changes_images() -> None:
+    x = torch.randn(6, 3, 28, 28)
+    a = Augment()(x, torch.Generator().manual_seed(0))
+    b = Augment()(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.allclose(a, x)
+
+
+@pytest.mark.parametrize("objective", [Autoencoder, Contrastive])
+def test_objectives_give_finite_losses_with_gradients(objective) -> None:
+    backbone = lenet(input_shape=(1, 28, 28))
+    loss_fn = objective(in_features=backbone.out_features, input_shape=(1, 28, 28))
+    losses = loss_fn(backbone, torch.randn(8, 1, 28, 28))
+    total = sum(losses.values())
+    total.backward()
+    assert torch.isfinite(total)
+    assert backbone.blocks.conv1[0].weight.grad.abs().sum() > 0

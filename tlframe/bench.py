@@ -1,0 +1,242 @@
+"""``python -m tlframe.bench``: tlframe's training throughput against a plain PyTorch loop.
+
+Both sides train the same model (built by the same builders) on the same in-memory data
+with the same optimiser, schedule and losses for the same number of steps, in one process;
+tlframe runs through its Trainer, CombinedLoader, logging and default callbacks. The
+median over repeats of images/s and of the ratio tlframe/plain is reported, with the
+process's peak memory and the wall time of the default ``tlframe-train`` run (cold and
+warm data cache). ``--output`` writes the markdown table (e.g. to docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tlframe.config import config_dir, register_resolvers
+from tlframe.data.datamodule import TransferDataModule
+from tlframe.models.layers import reverse_gradient
+from tlframe.models.schedules import dann_lambda
+from tlframe.stages import (
+    build_callbacks,
+    build_loggers,
+    build_module,
+    domain_infos,
+    plan_stages,
+)
+from tlframe.train import build_domains
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    overrides: tuple[str, ...]
+    adversarial: bool
+
+
+CASES = (
+    Case("source_only / lenet (digits)", ("method=source_only",), False),
+    Case("dann / lenet (digits)", ("method=dann",), True),
+    Case(
+        "source_only / mlp (784-d feature vectors)", ("method=source_only", "backbone=mlp"), False
+    ),
+)
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps, self.start, self.seconds = warmup, steps, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.steps - 1:
+            self.seconds = time.perf_counter() - self.start
+
+
+def compose_case(case: Case, steps: int, root: Path):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                *case.overrides,
+                f"data.steps_per_epoch={steps}",
+                "trainer.max_epochs=1",
+                "cache_stages=false",
+                "callbacks.feature_space=null",  # acts after testing, not while training
+                f"paths.output_dir={root / 'run'}",
+                f"paths.cache_dir={root / 'cache'}",
+            ],
+        )
+
+
+def tlframe_rate(cfg, domains, steps: int, warmup: int) -> float:
+    """Images per second through tlframe (source + target images per step for DANN)."""
+    spec = plan_stages(cfg)[0]
+    module = build_module(cfg, spec, domain_infos(domains), None)
+    timer = StepTimer(warmup, steps)
+    callbacks = build_callbacks(spec, cfg, Path(cfg.paths.output_dir) / "checkpoints") + [timer]
+    trainer = instantiate(spec.trainer, callbacks=callbacks, logger=build_loggers(cfg, spec.name))
+    datamodule = TransferDataModule(domains, spec.train_on, **OmegaConf.to_container(cfg.data))
+    trainer.fit(module, datamodule=datamodule)
+    images = (steps - warmup) * cfg.data.batch_size * len(spec.train_on)
+    return images / timer.seconds
+
+
+def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> float:
+    """The same training written as the plain loop a researcher would write."""
+    spec = plan_stages(cfg)[0]
+    module = build_module(cfg, spec, domain_infos(domains), None)
+    backbone, head = module.backbone, module.head
+    discriminator = getattr(module, "domain_classifier", None)
+    module.train()
+    optimizer = instantiate(spec.optimizer)(params=list(module.parameters()))
+    scheduler = instantiate(spec.scheduler)(optimizer=optimizer, total_steps=steps)
+    source, target = domains["source"].train, domains["target"].train
+    batch = cfg.data.batch_size
+    domain_labels = torch.cat([torch.ones(batch), torch.zeros(batch)])
+    start = 0.0
+    for step in range(steps):
+        if step == warmup:
+            start = time.perf_counter()
+        x_s, y_s = source[torch.randint(len(source), (batch,))]
+        if adversarial:
+            x_t, _ = target[torch.randint(len(target), (batch,))]
+            features = backbone(torch.cat([x_s, x_t]))
+            logits = head(features[:batch])
+            scores = discriminator(reverse_gradient(features, dann_lambda(step / steps)))
+            loss = F.cross_entropy(logits, y_s) + F.binary_cross_entropy_with_logits(
+                scores.squeeze(1), domain_labels
+            )
+        else:
+            loss = F.cross_entropy(head(backbone(x_s)), y_s)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    images = (steps - warmup) * batch * (2 if adversarial else 1)
+    return images / (time.perf_counter() - start)
+
+
+def default_run_seconds(root: Path) -> tuple[float, float]:
+    """Wall time of ``tlframe-train`` with no arguments: cold data cache, then warm."""
+    env = dict(os.environ, TLFRAME_ROOT=str(root))
+    command = [
+        sys.executable,
+        "-m",
+        "tlframe.train",
+        "cache_stages=false",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+    ]
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(steps: int, warmup: int, repeats: int, default_run: bool) -> str:
+    register_resolvers()
+    root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
+    os.environ.setdefault("TLFRAME_DATA_DIR", str(root / "data"))
+    rows = []
+    for case in CASES:
+        cfg = compose_case(case, steps, root)
+        domains = build_domains(cfg)
+        ours, plain = [], []
+        for _ in range(repeats):
+            pl.seed_everything(0, verbose=False)
+            ours.append(tlframe_rate(cfg, domains, steps, warmup))
+            pl.seed_everything(0, verbose=False)
+            plain.append(plain_rate(cfg, domains, steps, warmup, case.adversarial))
+        ratios = [a / b for a, b in zip(ours, plain, strict=True)]
+        rows.append(
+            (
+                case.name,
+                statistics.median(ours),
+                statistics.median(plain),
+                statistics.median(ratios),
+                min(ratios),
+                max(ratios),
+                peak_memory_mb(),
+            )
+        )
+        print(f"{case.name}: ratio {statistics.median(ratios):.3f}", file=sys.stderr)
+    lines = [
+        "# Performance",
+        "",
+        "Written by `make bench` (`python -m tlframe.bench --output docs/PERFORMANCE.md`):",
+        "training throughput through tlframe (Trainer, CombinedLoader, logging and the default",
+        "callbacks) against the same model, data, optimiser and losses in a plain PyTorch",
+        "loop, side by side in one process. Images/s counts source and target images.",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}; "
+        f"{steps} steps per run ({warmup} warm-up steps not timed), median of {repeats} "
+        f"repeats, batch {cfg.data.batch_size} per domain.",
+        "",
+        "| case | tlframe img/s | plain loop img/s | ratio (median) | ratio range | "
+        "peak RSS so far (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, ours, plain, ratio, low, high, memory in rows:
+        lines.append(
+            f"| {name} | {ours:.0f} | {plain:.0f} | {ratio:.3f} | "
+            f"{low:.3f}-{high:.3f} | {memory:.0f} |"
+        )
+    if default_run:
+        cold, warm = default_run_seconds(root / "default")
+        lines += [
+            "",
+            f"Default `tlframe-train` (dann, synth_digits -> hand_digits, 1000 steps): "
+            f"{cold:.1f} s with the data cache cold (data built), {warm:.1f} s warm.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tlframe.bench", description=__doc__)
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--no-default-run", action="store_true", help="skip timing the default tlframe-train run"
+    )
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    table = run(args.steps, args.warmup, args.repeats, not args.no_default_run)
+    print(table, end="")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""In-memory image tensors: resizing, channel matching, normalisation, and a uint8 split.
+
+Digit domains of different origins (grey 16x16 USPS, grey 28x28 MNIST, colour 32x32 SVHN)
+pair only when they give one input shape; these helpers bring any of them to the
+``channels`` x ``image_size`` x ``image_size`` a domain's YAML asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tlframe.data.domain import TensorSplit
+from tlframe.errors import ConfigError
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as PIL's convert("L") and torchvision use
+CHUNK = 4096  # images resized at once, bounding the float copy to ~50 MB at 32x32x3
+
+
+def check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+
+
+def match_channels(images: Tensor, channels: int) -> Tensor:
+    """Float ``[N, C, H, W]`` with ``channels`` channels: grey is repeated (as a view, no
+    copy), colour is averaged to luminance."""
+    check_channels(channels)
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if have == 1:
+        return images.expand(-1, channels, -1, -1)
+    if have == 3:
+        weights = torch.tensor(LUMA, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images * weights).sum(dim=1, keepdim=True)
+    raise ValueError(f"images with {have} channels cannot be made {channels}-channel")
+
+
+def normalise(
+    images: Tensor, mean: float | Sequence[float], std: float | Sequence[float]
+) -> Tensor:
+    """``(images - mean) / std`` with a scalar or a per-channel ``mean`` and ``std``."""
+    shape = (1, -1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=images.dtype).reshape(shape)
+    std_t = torch.as_tensor(std, dtype=images.dtype).reshape(shape)
+    if mean_t.shape[1] not in (1, images.shape[1]) or std_t.shape[1] not in (1, images.shape[1]):
+        raise ConfigError(
+            f"mean {mean!r} and std {std!r} must be one number or one per channel "
+            f"({images.shape[1]})"
+        )
+    return (images - mean_t) / std_t
+
+
+def resize_uint8(images: Tensor, size: int) -> Tensor:
+    """uint8 ``[N, C, H, W]`` resized to ``size`` x ``size`` (bilinear, antialiased)."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    out = torch.empty(*images.shape[:2], size, size, dtype=torch.uint8)
+    for start in range(0, len(images), CHUNK):
+        part = images[start : start + CHUNK].float()
+        resized = F.interpolate(
+            part, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        out[start : start + CHUNK] = resized.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _plain(value: float | Sequence[float]) -> float | list[float]:
+    """A number or a list of numbers (not a config node), as a tensor can be made from."""
+    return float(value) if isinstance(value, (int, float)) else [float(v) for v in value]
+
+
+class ImageSplit(TensorSplit):
+    """A split stored as uint8 images (a quarter of float32's memory; a grey image stays one
+    channel even when the model sees three), converted to normalised float inputs a whole
+    batch at a time. ``inputs`` holds the stored uint8 images; indexing gives model inputs.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor | None,
+        channels: int,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+    ):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"expected uint8 [N, C, H, W] images, got {images.dtype} {images.shape}"
+            )
+        check_channels(channels)
+        super().__init__(images, labels)
+        self.channels, self.mean, self.std = channels, _plain(mean), _plain(std)
+        normalise(torch.zeros(1, channels, 1, 1), mean, std)  # reject bad mean/std now
+
+    def __getitem__(self, index) -> tuple[Tensor, Tensor | None]:
+        images, labels = super().__getitem__(index)
+        single = images.dim() == 3
+        batch = images[None] if single else images
+        x = normalise(match_channels(batch.float() / 255, self.channels), self.mean, self.std)
+        return (x[0] if single else x.contiguous()), labels
+
+    def subset(self, indices: Tensor) -> ImageSplit:
+        labels = None if self.labels is None else self.labels[indices]
+        return ImageSplit(self.inputs[indices], labels, self.channels, self.mean, self.std)
+
+    def unlabeled(self) -> ImageSplit:
+        return ImageSplit(self.inputs, None, self.channels, self.mean, self.std)

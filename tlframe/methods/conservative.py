@@ -1,0 +1,118 @@
+"""Conservative training: fine-tune on the target while staying close to the source model.
+
+Two kinds, as the fine-tuning literature has them:
+
+- output-level, ``LwF`` (Learning without Forgetting, Li & Hoiem 2016): the new model's
+  outputs on the target inputs are distilled towards the frozen source model's outputs;
+- parameter-level, ``L2SP`` (Li, Grandvalet & Davoine 2018): the weights are pulled back
+  towards their source values (the starting point) instead of towards zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tlframe.methods.finetune import FineTune
+
+
+class Frozen(nn.Module):
+    """A private copy of a trained model that never changes: no gradients, and it always
+    evaluates in eval mode (no dropout, batch-norm running statistics), whatever mode the
+    module around it is put in."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        self.model.eval()
+        return self.model(x)
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of the temperature-softened class distributions.
+
+    Equals LwF's soft cross-entropy up to the teacher's entropy (a constant), so it has the
+    same gradient and is zero when the student reproduces the teacher.
+    """
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+
+
+class LwF(FineTune):
+    """Cross-entropy on the labeled target examples plus ``distill_weight`` times the
+    distillation loss between the source model's outputs on the same inputs and the new
+    model's source-task outputs.
+
+    With a kept head the source-task outputs are the head's own; with a new head (other
+    classes) a trainable copy of the source head on the shared backbone gives them, as in
+    LwF's old-task parameters.
+    """
+
+    def __init__(self, *, temperature: float = 2.0, distill_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = temperature
+        self.distill_weight = distill_weight
+
+    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
+        super().inherit(parts)
+        self.source_model = Frozen(nn.Sequential(parts["backbone"], parts["head"]))
+        if not self.head_inherited:
+            self.source_task_head = copy.deepcopy(parts["head"])
+
+    def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
+        x, y = batch["target"]
+        features = self.backbone(x)
+        logits = self.head(features)
+        source_task = logits if self.head_inherited else self.source_task_head(features)
+        distill = distillation_loss(source_task, self.source_model(x), self.temperature)
+        return {
+            "cls_target": F.cross_entropy(logits, y),
+            "lwf": self.distill_weight * distill,
+        }
+
+
+class L2SP(FineTune):
+    """Cross-entropy plus ``alpha/2 * ||w - w_source||^2`` over the inherited weights
+    (backbone, and the head when kept) and ``beta/2 * ||w||^2`` over a new head.
+
+    It replaces weight decay, which would pull the weights towards zero instead; the
+    method config sets the stage's ``weight_decay`` to 0 accordingly.
+    """
+
+    def __init__(self, *, alpha: float = 0.1, beta: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = alpha
+        self.beta = beta
+
+    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
+        super().inherit(parts)
+        start = {"backbone": parts["backbone"]}
+        if self.head_inherited:
+            start["head"] = parts["head"]
+        self.starting_point = Frozen(nn.ModuleDict(start))
+
+    def penalties(self) -> dict[str, Tensor]:
+        """The two L2-SP terms, already weighted."""
+        to_start = 0.0
+        for part, start in self.starting_point.model.items():
+            current = dict(getattr(self, part).named_parameters())
+            for name, w0 in start.named_parameters():
+                to_start = to_start + ((current[name] - w0) ** 2).sum()
+        terms = {"l2sp": self.alpha / 2 * to_start}
+        if not self.head_inherited:
+            terms["l2_head"] = self.beta / 2 * sum((w**2).sum() for w in self.head.parameters())
+        return terms
+
+    def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
+        return {**super().training_losses(batch), **self.penalties()}

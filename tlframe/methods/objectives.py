@@ -1,0 +1,111 @@
+"""Unsupervised objectives that train a backbone without labels (self-taught learning).
+
+Each objective is an ``nn.Module`` built as ``objective(in_features, input_shape)`` and
+called as ``objective(backbone, x, generator) -> {name: loss}``; its own parts (a decoder,
+a projection head) stay with the pretraining stage, only the backbone is handed on.
+
+- ``Autoencoder``: a denoising and/or sparse autoencoder (Raina et al. 2007; Vincent et
+  al. 2008): reconstruct the clean input from the features of a corrupted one.
+- ``Contrastive``: SimCLR's NT-Xent (Chen et al. 2020): two random views of each image
+  must find each other among the batch's views.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tlframe.errors import ConfigError
+from tlframe.models.augment import Augment, generator_device
+
+
+class Autoencoder(nn.Module):
+    """Decoder from the backbone's features back to the input; loss = mean squared error.
+
+    ``noise`` (Gaussian, normalised units) and ``mask`` (fraction of pixels set to the
+    image's darkest value) corrupt the input (denoising); ``sparsity`` weighs an L1 penalty
+    on the features (sparse coding); both 0 is a plain autoencoder.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        input_shape: Sequence[int],
+        hidden_dim: int = 512,
+        noise: float = 0.3,
+        mask: float = 0.25,
+        sparsity: float = 0.0,
+    ):
+        super().__init__()
+        if not 0.0 <= mask < 1.0 or noise < 0 or sparsity < 0:
+            raise ConfigError(
+                "autoencoder needs 0 <= mask < 1, noise >= 0 and sparsity >= 0, got "
+                f"mask={mask}, noise={noise}, sparsity={sparsity}"
+            )
+        self.input_shape = tuple(input_shape)
+        self.decoder = nn.Sequential(
+            nn.Linear(in_features, hidden_dim),
+            nn.ReLU(),
+            nn.Linear(hidden_dim, math.prod(self.input_shape)),
+        )
+        self.noise, self.mask, self.sparsity = noise, mask, sparsity
+
+    def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        device = generator_device(generator)
+        noise = torch.randn(x.shape, generator=generator, device=device).to(x.device)
+        dropped = torch.rand(x.shape, generator=generator, device=device).to(x.device) < self.mask
+        floor = x.amin(dim=(1, 2, 3), keepdim=True) if x.dim() == 4 else x.amin()
+        return torch.where(dropped, floor.expand_as(x), x + self.noise * noise)
+
+    def forward(
+        self, backbone: nn.Module, x: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        features = backbone(self.corrupt(x, generator))
+        reconstruction = self.decoder(features).view(len(x), *self.input_shape)
+        losses = {"reconstruction": F.mse_loss(reconstruction, x)}
+        if self.sparsity:
+            losses["sparsity"] = self.sparsity * features.abs().mean()
+        return losses
+
+
+class Contrastive(nn.Module):
+    """NT-Xent over two augmented views per image, through a two-layer projection head
+    (the backbone's features, before the head, are what later stages use)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        input_shape: Sequence[int],
+        projection_dim: int = 128,
+        temperature: float = 0.2,
+        augment: dict | None = None,
+    ):
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"contrastive temperature must be positive, got {temperature}")
+        self.projection = nn.Sequential(
+            nn.Linear(in_features, in_features), nn.ReLU(), nn.Linear(in_features, projection_dim)
+        )
+        self.temperature = temperature
+        self.augment = Augment(**(augment or {}))
+
+    def forward(
+        self, backbone: nn.Module, x: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        views = torch.cat([self.augment(x, generator), self.augment(x, generator)])
+        z = F.normalize(self.projection(backbone(views)), dim=1)
+        return {"contrastive": nt_xent(z, self.temperature)}
+
+
+def nt_xent(z: Tensor, temperature: float) -> Tensor:
+    """SimCLR's loss for unit vectors ``z`` = [views 1; views 2]: row i's positive is its
+    other view, every other row of the 2N is a negative."""
+    n = len(z) // 2
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, positives)

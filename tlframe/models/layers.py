@@ -1,0 +1,56 @@
+"""Layers that transfer methods share: gradient reversal and the domain classifier."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, coefficient: float) -> Tensor:
+        ctx.coefficient = coefficient
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.coefficient * grad, None
+
+
+def reverse_gradient(x: Tensor, coefficient: float = 1.0) -> Tensor:
+    """Identity forward; backward multiplies the gradient by ``-coefficient`` (DANN's GRL)."""
+    return _ReverseGradient.apply(x, coefficient)
+
+
+class GradientReversal(nn.Module):
+    """The gradient reversal layer as a module; ``coefficient`` may change every step."""
+
+    def __init__(self, coefficient: float = 1.0):
+        super().__init__()
+        self.coefficient = coefficient
+
+    def forward(self, x: Tensor) -> Tensor:
+        return reverse_gradient(x, self.coefficient)
+
+
+def domain_classifier(
+    in_features: int,
+    hidden_dims: Sequence[int] = (1024, 1024),
+    batch_norm: bool = True,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """An MLP that scores "is this feature from the source domain?" (one logit)."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for hidden in hidden_dims:
+        layers.append(nn.Linear(width, hidden))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(nn.ReLU())
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)

@@ -1,0 +1,1 @@
+"""Figures drawn from the metrics.json files of finished runs and sweeps."""
