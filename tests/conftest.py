@@ -20,6 +20,11 @@ QUICK = [
     "trainer.log_every_n_steps=1",
     "data.eval_batch_size=1024",
 ]
+# Methods that need a particular kind of domain: the small source each is tested on.
+METHOD_DATA = {
+    m: ["dataset=zsl_digits", "source.base.num_train=500"] for m in ("attribute_embedding", "conse")
+}
+SMALL_SOURCE = ["source.num_train=500"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import METHOD_DATA, SMALL_SOURCE
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
@@ -38,9 +39,14 @@ USER_FILE_DOMAINS = {
     },
     "visda_synthetic": "VisDA-2017 images",
     "visda_real": "VisDA-2017 images",
+    "xlsa17": "res101.mat and att_splits.mat in the folder named by root",
 }
 # The mandatory location of the generic file domains, pointed at nothing.
-LOCATIONS = {"image_folder": ["root=/nonexistent/images"], "array_file": ["path=/nonexistent.npz"]}
+LOCATIONS = {
+    "image_folder": ["root=/nonexistent/images"],
+    "array_file": ["path=/nonexistent.npz"],
+    "xlsa17": ["root=/nonexistent/AWA2"],
+}
 
 
 def test_source_and_target_offer_every_domain():
@@ -80,7 +86,8 @@ def test_option_composes_and_instantiates(make_cfg, group: str, option: str, tmp
             optimizer.step()
             scheduler.step()
     elif group == "method":
-        cfg = make_cfg(f"{group}={option}", "source.num_train=200", "data.target_labels=all")
+        data = METHOD_DATA.get(option, SMALL_SOURCE)
+        cfg = make_cfg(f"{group}={option}", *data, "data.target_labels=all")
         domains = build_domains(cfg)
         for spec in plan_stages(cfg):
             assert build_module(cfg, spec, domain_infos(domains), None) is not None

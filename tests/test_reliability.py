@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import QUICK, subprocess_env
 
+from tlframe import stages
 from tlframe.methods.base import NonFiniteLossError
 from tlframe.stages import build_module, domain_infos, plan_stages
 from tlframe.train import build_domains, train
@@ -79,3 +81,62 @@ def test_a_nan_loss_stops_training_naming_the_term_and_step(make_cfg):
     x, y = domains["source"].train[list(range(8))]
     with pytest.raises(NonFiniteLossError, match=r"'cls_source' became nan at step 0"):
         module.training_step({"source": (torch.full_like(x, float("nan")), y)}, 0)
+
+
+class Crash(RuntimeError):
+    """Stands in for a kill: the process stops mid-epoch, leaving what is on disk."""
+
+
+class CrashInTargetStage(pl.Callback):
+    """Records the (stage, epoch) of every training batch; crashes once in the target stage."""
+
+    def __init__(self, batches: list, crash: bool):
+        self.batches, self.crash = batches, crash
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches.append((pl_module.context.name, trainer.current_epoch))
+        if self.crash and pl_module.context.name == "target" and trainer.current_epoch == 2:
+            raise Crash  # mid-epoch: last.ckpt holds the end of epoch 1
+
+
+@pytest.mark.parametrize("cache_stages", [True, False])
+def test_a_two_stage_run_killed_in_its_second_stage_resumes_there(
+    make_cfg, tmp_path: Path, monkeypatch, cache_stages: bool
+):
+    """The finished first stage is reused (from the stage cache, or else from its own
+    last.ckpt, which is past its last epoch); the second continues where it stopped."""
+    build = stages.build_callbacks
+    batches: list = []
+    crash = {"on": False}
+    monkeypatch.setattr(
+        stages,
+        "build_callbacks",
+        lambda *a: [*build(*a), CrashInTargetStage(batches, crash["on"])],
+    )
+    run = [
+        *QUICK,
+        "method=finetune",
+        "method.epochs_target=3",
+        "source.num_train=300",
+        "source.num_val=200",
+        "source.num_test=200",
+        "data.target_labels=5",
+        "trainer.deterministic=true",
+        "callbacks.feature_space=null",
+        f"cache_stages={str(cache_stages).lower()}",
+    ]
+    reference = make_cfg(*run, "cache_stages=false", run_dir=tmp_path / "ref")
+    expected = train(reference)["metrics"]
+
+    crash["on"] = True
+    with pytest.raises(Crash):
+        train(make_cfg(*run, run_dir=tmp_path / "run"))
+    assert (tmp_path / "run" / "checkpoints" / "target" / "last.ckpt").is_file()
+
+    crash["on"] = False
+    batches.clear()
+    record = train(make_cfg(*run, "resume=true", run_dir=tmp_path / "run"))
+    assert record["stages"]["source"]["cached"] == cache_stages
+    assert not record["stages"]["target"]["cached"]
+    assert batches == [("target", 2)] * 4  # only the unfinished epoch of the target stage
+    assert record["metrics"] == expected

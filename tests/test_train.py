@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import QUICK
+from conftest import METHOD_DATA, QUICK, SMALL_SOURCE
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from tlframe.config import config_dir
@@ -22,7 +22,7 @@ def test_every_method_survives_a_fast_dev_run(make_cfg, method: str):
         f"method={method}",
         "trainer.fast_dev_run=true",
         "data.target_labels=5",
-        "source.num_train=500",
+        *METHOD_DATA.get(method, SMALL_SOURCE),
     )
     record = train(cfg)
     assert record["status"] == "completed"

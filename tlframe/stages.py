@@ -18,6 +18,7 @@ next; finished stages are cached by content key so sweeps and reruns reuse them.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from tlframe.checkpoints import file_digest, load_weights, resolve_checkpoint
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.domain import Domain
 from tlframe.data.labels import parse_regime
-from tlframe.errors import ConfigError
+from tlframe.errors import ConfigError, DataError
 from tlframe.io import safe_load
 from tlframe.methods.base import DomainInfo, StageContext
 from tlframe.selection import Selection, resolve_selection
@@ -147,7 +148,13 @@ def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
 
 def domain_infos(domains: dict[str, Domain]) -> dict[str, DomainInfo]:
     return {
-        role: DomainInfo(d.name, tuple(d.class_names), tuple(d.input_shape))
+        role: DomainInfo(
+            d.name,
+            tuple(d.class_names),
+            tuple(d.input_shape),
+            d.class_attributes,
+            None if d.seen_classes is None else tuple(d.seen_classes),
+        )
         for role, d in domains.items()
     }
 
@@ -233,7 +240,7 @@ def run_stage(
             spec.selection.label,
         )
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_point(cfg, spec, run_dir))
+        _fit(trainer, module, datamodule, _resume_point(cfg, spec, run_dir))
         fit_seconds = time.perf_counter() - start
         best_path = _restore_best(trainer, module)
         if cacheable:
@@ -259,6 +266,19 @@ def run_stage(
         best_checkpoint=best_path,
         loggers=trainer.loggers,
     )
+
+
+def _fit(trainer: pl.Trainer, module, datamodule, resume: Path | None) -> None:
+    """``Trainer.fit``, resuming from a checkpoint loaded weights-only (no pickled code)."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if resume is None:
+            raise
+        raise DataError(
+            f"resume=true: refused {resume}: it holds more than weights (weights-only "
+            "loading); delete it to train the stage from the start"
+        ) from err
 
 
 def _resume_point(cfg: DictConfig, spec: StageSpec, run_dir: Path) -> Path | None:

@@ -24,7 +24,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tlframe.config import config_dir, register_resolvers
-from tlframe.data.domain import Domain
+from tlframe.data.domain import Domain, split_labels
+from tlframe.data.labels import k_per_class, parse_regime
 from tlframe.errors import ConfigError, TlframeError
 from tlframe.io import atomic_write_json
 from tlframe.outputs import log_hparams, write_metrics
@@ -39,6 +40,8 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # inside Lightning
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+# conf/hydra/launcher/ presets keep the launcher plugins' names and are checked against them.
+warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema.*")
 
 
 def build_domains(cfg: DictConfig) -> dict[str, Domain]:
@@ -90,6 +93,19 @@ def check_input_shapes(domains: dict[str, Domain], same_shape: bool = True) -> N
         )
 
 
+def check_label_counts(cfg: DictConfig, domains: dict[str, Domain]) -> None:
+    """k labeled examples per class need k training examples in every class: checked as soon
+    as the domains are loaded, not when the stage that draws them starts training."""
+    for stage in (cfg.method.get("stages") or {}).values():
+        if stage is None:
+            continue
+        for role, regime in stage.train_on.items():
+            k = parse_regime(regime)
+            if isinstance(k, int) and role in domains:
+                domain = domains[role]
+                k_per_class(split_labels(domain.train), k, int(cfg.seed), domain=domain.name)
+
+
 def completed_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The run dir's metrics.json when it already holds this exact run, finished."""
     path = run_dir / "metrics.json"
@@ -117,6 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     domains = build_domains(cfg)
     check_classes(cfg, domains)
     check_input_shapes(domains, bool(cfg.method.get("same_input_shape", True)))
+    check_label_counts(cfg, domains)
     timings["data"] = time.perf_counter() - start
     results = run_stages(cfg, domains, run_dir)
     timings["fit"] = sum(r.fit_seconds for r in results)

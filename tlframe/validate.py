@@ -10,22 +10,46 @@ from omegaconf import DictConfig
 
 from tlframe.data.labels import parse_regime
 from tlframe.errors import ConfigError
+from tlframe.models.backbones import pretrained_weights
+from tlframe.selection import resolve_selection
+
+# Backbones whose ``arch`` and ``weights`` name torchvision models and weights.
+_TORCHVISION_BACKBONES = {"tlframe.models.backbones.resnet"}
 
 
-def _integer(cfg: DictConfig, path: str, minimum: int) -> None:
+def _integer(cfg: DictConfig, path: str, minimum: int, where: str = "") -> None:
     value = _select(cfg, path)
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{path} must be an integer >= {minimum}, got {value!r}; set {path}=N")
+        raise ConfigError(
+            f"{where}{path} must be an integer >= {minimum}, got {value!r}; "
+            f"set {_origin(cfg, path)}=N"
+        )
 
 
-def _positive_number(cfg: DictConfig, path: str) -> None:
+def _positive_number(cfg: DictConfig, path: str, where: str = "") -> None:
     value = _select(cfg, path)
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{path} must be a positive number, got {value!r}; e.g. {path}=0.01")
+        raise ConfigError(
+            f"{where}{path} must be a positive number, got {value!r}; "
+            f"e.g. {_origin(cfg, path)}=0.01"
+        )
+
+
+def _origin(cfg: DictConfig, path: str) -> str:
+    """The setting a user changes to fix ``path``: the option it interpolates, if any
+    (a stage's ``optimizer.lr: ${method.lr_target}`` is fixed with method.lr_target)."""
+    parent, _, key = path.rpartition(".")
+    node = _select(cfg, parent) if parent else cfg
+    raw = node._get_node(key)._value() if isinstance(node, DictConfig) else None
+    if isinstance(raw, str) and raw.startswith("${") and raw.endswith("}"):
+        inner = raw[2:-1]
+        if inner.replace(".", "").replace("_", "").isalnum():
+            return inner
+    return path
 
 
 def _select(cfg: DictConfig, path: str):
@@ -46,9 +70,17 @@ def validate(cfg: DictConfig) -> None:
     _integer(cfg, "trainer.max_epochs", 1)
     _positive_number(cfg, "optimizer.lr")
     parse_regime(cfg.data.get("target_labels"))
+    _check_backbone_weights(cfg)
     for name, stage in (cfg.method.get("stages") or {}).items():
         if stage is not None:  # a stage dropped by a method that extends another
             _check_stage(cfg, str(name), stage)
+
+
+def _check_backbone_weights(cfg: DictConfig) -> None:
+    """An unknown model or weights name is reported now, not after the data is loaded."""
+    node = cfg.get("backbone")
+    if isinstance(node, DictConfig) and node.get("_target_") in _TORCHVISION_BACKBONES:
+        pretrained_weights(node.get("arch", "resnet18"), node.get("weights"))
 
 
 def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:
@@ -58,7 +90,9 @@ def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:
             f"method {method} stage {name!r} needs a module and a train_on mapping "
             "such as {source: all}"
         )
-    _positive_number(stage, "optimizer.lr")
+    # A stage's own settings (often interpolated from method options such as lr_target)
+    where = f"method {method} stage {name!r}: "
+    _positive_number(stage, "optimizer.lr", where)
     try:
         module_class = get_class(stage.module._target_)
     except Exception as err:
@@ -66,6 +100,10 @@ def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:
             f"method {method} stage {name!r}: cannot import {stage.module._target_} ({err})"
         ) from err
     regimes = {role: parse_regime(r) for role, r in stage.train_on.items()}
+    # A stage that needs no labels and sees none (k-means at test time) may train 0 epochs.
+    trains = getattr(module_class, "needs_labels", True) or set(regimes.values()) != {"none"}
+    _integer(stage, "trainer.max_epochs", 1 if trains else 0, where)
+    resolve_selection(stage.get("selection") or cfg.get("selection"), regimes)
     if getattr(module_class, "needs_labels", True) and set(regimes.values()) == {"none"}:
         raise ConfigError(
             f"method {method} trains on {', '.join(regimes)} with labels, but "

@@ -61,8 +61,9 @@ class Domain:
     train: Dataset
     val: Dataset
     test: Dataset
-    class_attributes: Tensor | None = None
+    class_attributes: Tensor | None = None  # [classes, D] side information (zero-shot)
     info: dict = field(default_factory=dict)
+    seen_classes: list[int] | None = None  # zero-shot: classes with training examples
 
     @property
     def num_classes(self) -> int:

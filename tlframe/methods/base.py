@@ -9,7 +9,7 @@ only its own loss terms (``training_losses``) and parts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
 import torch
@@ -28,6 +28,8 @@ class DomainInfo:
     name: str
     class_names: tuple[str, ...]
     input_shape: tuple[int, ...]
+    class_attributes: Tensor | None = field(default=None, compare=False)  # zero-shot side info
+    seen_classes: tuple[int, ...] | None = None  # zero-shot: the classes with training data
 
     @property
     def num_classes(self) -> int:

@@ -7,6 +7,7 @@ are the unit of layer transfer: ``blocks[:n]`` are "the first n layers" for any 
 from __future__ import annotations
 
 import math
+import pickle
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -98,6 +99,51 @@ def mlp(
     return Backbone(blocks, width)
 
 
+def pretrained_weights(arch: str, weights: str | None):
+    """The torchvision weights of ``arch`` named ``weights`` (``None``: random init).
+
+    Checked right after composition (``tlframe.validate``), before any data is built.
+    """
+    from torchvision.models import get_model_weights
+
+    try:
+        options = get_model_weights(arch)
+    except ValueError as err:
+        raise ConfigError(
+            f"unknown torchvision model backbone.arch={arch}; use e.g. backbone=resnet18"
+        ) from err
+    if weights is None:
+        return None
+    try:
+        return options.verify(weights)
+    except (KeyError, TypeError) as err:
+        names = ", ".join(["DEFAULT", *(w.name for w in options)])
+        raise ConfigError(
+            f"unknown {arch} weights backbone.weights={weights}; use one of {names}, "
+            "or null for random initialisation"
+        ) from err
+
+
+def _load_pretrained(arch: str, chosen) -> dict:
+    """The weights' state dict from the torch hub cache (downloaded when missing), loaded
+    with ``weights_only=True``: a file planted there cannot run code."""
+    where = f"{torch.hub.get_dir()}/checkpoints"
+    try:
+        return torch.hub.load_state_dict_from_url(
+            chosen.url, model_dir=where, check_hash=True, weights_only=True
+        )
+    except pickle.UnpicklingError as err:
+        raise ConfigError(
+            f"refused the {arch} weights file in {where}: it holds more than tensors "
+            "(weights-only loading); delete it to download it again"
+        ) from err
+    except (OSError, RuntimeError) as err:  # no network and no cached file, or a bad hash
+        raise ConfigError(
+            f"could not load {arch} weights {chosen.name}: {err}; put the file in {where} "
+            "or set backbone.weights=null"
+        ) from err
+
+
 @BACKBONES.register
 def resnet(
     input_shape: Sequence[int],
@@ -108,22 +154,15 @@ def resnet(
     """A torchvision ResNet split into stem, layer1..layer4 and pool blocks.
 
     ``weights`` is a torchvision weights name (e.g. ``IMAGENET1K_V1``); it is loaded from the
-    torch hub cache (``$TORCH_HOME``) and downloaded only when the network allows.
+    torch hub cache (``$TORCH_HOME``), safely, and downloaded only when the network allows.
     """
     import torchvision
 
-    try:
-        net = torchvision.models.get_model(arch, weights=weights)
-    except (ValueError, KeyError) as err:
-        raise ConfigError(
-            f"unknown torchvision model or weights {arch}/{weights!r} ({err}); "
-            f"set backbone.weights=null or a name from torchvision.models.get_model_weights"
-        ) from err
-    except (OSError, RuntimeError) as err:  # no network and no cached file
-        raise ConfigError(
-            f"could not load {arch} weights {weights!r}: {err}; put the file in "
-            f"{torch.hub.get_dir()}/checkpoints or set backbone.weights=null"
-        ) from err
+    chosen = pretrained_weights(arch, weights)
+    options = {"num_classes": len(chosen.meta["categories"])} if chosen is not None else {}
+    net = torchvision.models.get_model(arch, weights=None, **options)
+    if chosen is not None:
+        net.load_state_dict(_load_pretrained(arch, chosen))
     if input_shape[0] != 3:
         conv = net.conv1
         net.conv1 = nn.Conv2d(input_shape[0], conv.out_channels, 7, 2, 3, bias=False)

@@ -1,0 +1,239 @@
+"""Every bad input of a run stops it with exit code 2 and one line on stderr.
+
+The table runs ``tlframe-train``'s own entrypoint in this process (same Hydra composition,
+same error handling, no interpreter start-up); ``test_cli.py`` runs the installed console
+script on a bad value, and one subprocess here checks ``TLFRAME_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import subprocess_env
+
+from tlframe import train as entrypoint
+from tlframe.config import config_dir
+
+QUIET = [
+    "callbacks.progress_bar=null",
+    "callbacks.feature_space=null",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "callbacks.lr_monitor=null",  # it needs a logger
+    "data.steps_per_epoch=2",
+    "trainer.max_epochs=1",
+]
+SMALL_SOURCE = ["source.num_train=200", "source.num_val=100", "source.num_test=100"]
+
+
+def features(path: Path, width: int, classes: int, per_class: int = 20) -> Path:
+    """A small feature file: ``per_class`` vectors of ``width`` numbers for each class."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(classes), per_class)
+    np.savez(path, X=rng.normal(size=(len(labels), width)).astype("float32"), y=labels)
+    return path
+
+
+CONFIG = "caught right after composition, before any data is built"
+DATA = "caught when the domains are loaded, before any training"
+
+# (when, case, overrides ({tmp}: the test's folder), start of the message after "tlframe: error: ")
+CASES = [
+    (
+        DATA,
+        "different classes for a same-class method",
+        ["method=source_only", "source=synth_letters", *SMALL_SOURCE],
+        "method source_only needs the same classes in source and target; synth_letters only: "
+        "['A', 'B'",
+    ),
+    (
+        CONFIG,
+        "labels needed but none available",
+        ["method=target_only", "data.target_labels=none"],
+        "method target_only trains on target with labels, but none are available",
+    ),
+    (
+        CONFIG,
+        "selection on target labels the setting lacks",
+        ["method=dann", "data.target_labels=none", "selection=target"],
+        "selection=target reads target labels",
+    ),
+    (
+        DATA,
+        "zero-shot method on a domain without class side information",
+        ["method=conse", *SMALL_SOURCE],
+        "zero-shot methods need class side information and a zsl_split on the source domain, "
+        "which synth_digits lacks",
+    ),
+    (
+        DATA,
+        "feature widths of source and target differ",
+        [
+            "source=array_file",
+            "source.path={tmp}/wide16.npz",
+            "target=array_file",
+            "target.path={tmp}/wide32.npz",
+            "backbone=mlp",
+            "method=source_only",
+        ],
+        "source wide16 gives inputs of shape (16,) but target wide32 gives (32,)",
+    ),
+    (
+        DATA,
+        "image backbone on feature vectors",
+        [
+            "source=array_file",
+            "source.path={tmp}/wide16.npz",
+            "target=array_file",
+            "target.path={tmp}/wide16.npz",
+            "backbone=lenet",
+            "method=source_only",
+        ],
+        "lenet needs image inputs (C, H, W), got shape (16,); use backbone=mlp",
+    ),
+    (
+        DATA,
+        "data.target_labels larger than the smallest class",
+        ["method=target_only", "data.target_labels=1000"],
+        "hand_digits class 0 has only",
+    ),
+    (
+        DATA,
+        "missing image folder",
+        ["source=image_folder", "source.root={tmp}/no_such_folder"],
+        "image_folder: no image folder at {tmp}/no_such_folder",
+    ),
+    (
+        DATA,
+        "missing feature file",
+        ["source=array_file", "source.path={tmp}/no_such_file.npz", "backbone=mlp"],
+        "no_such_file: no file at {tmp}/no_such_file.npz; set source.path=FILE",
+    ),
+    (
+        CONFIG,
+        "unknown weights name",
+        ["backbone=resnet18", "backbone.weights=NOPE"],
+        "unknown resnet18 weights backbone.weights=NOPE; use one of DEFAULT, IMAGENET1K_V1",
+    ),
+    (
+        CONFIG,
+        "unknown torchvision model",
+        ["backbone=resnet18", "backbone.arch=resnet19"],
+        "unknown torchvision model backbone.arch=resnet19",
+    ),
+    (
+        CONFIG,
+        "negative learning rate",
+        ["optimizer.lr=-0.1"],
+        "optimizer.lr must be a positive number, got -0.1",
+    ),
+    (
+        CONFIG,
+        "negative learning rate of a second stage",
+        ["method=finetune", "method.lr_target=-1"],
+        "method finetune stage 'target': optimizer.lr must be a positive number, got -1; "
+        "e.g. method.lr_target=0.01",
+    ),
+    (
+        CONFIG,
+        "negative epoch count",
+        ["trainer.max_epochs=-1"],
+        "trainer.max_epochs must be an integer >= 1, got -1",
+    ),
+    (
+        CONFIG,
+        "negative epoch count of a second stage",
+        ["method=finetune", "method.epochs_target=-2"],
+        "method finetune stage 'target': trainer.max_epochs must be an integer >= 1, got -2; "
+        "set method.epochs_target=N",
+    ),
+    (
+        CONFIG,
+        "negative batch size",
+        ["data.batch_size=-8"],
+        "data.batch_size must be an integer >= 1, got -8",
+    ),
+]
+
+
+def data_must_not_be_built(cfg):
+    raise AssertionError("the data was built before the config was checked")
+
+
+def cli(argv: list[str], monkeypatch) -> int:
+    """Run ``tlframe-train *argv`` in this process; its exit code."""
+    monkeypatch.setattr(sys, "argv", ["tlframe-train", *argv])
+    try:
+        entrypoint.main()
+    except SystemExit as stop:
+        return stop.code
+    return 0
+
+
+HAS_ZERO_SHOT = (config_dir() / "method" / "conse.yaml").is_file()
+PARAMS = [
+    pytest.param(
+        *case,
+        id=case[1],
+        marks=[]
+        if HAS_ZERO_SHOT or "zero-shot" not in case[1]
+        else [pytest.mark.skip(reason="no zero-shot method in conf/method")],
+    )
+    for case in CASES
+]
+
+
+@pytest.mark.parametrize(("when", "case", "overrides", "message"), PARAMS)
+def test_bad_input_exits_2_with_one_line(
+    when, case, overrides, message, tmp_path, monkeypatch, capsys
+):
+    features(tmp_path / "wide16.npz", 16, 3)
+    features(tmp_path / "wide32.npz", 32, 3)
+    run_dir = tmp_path / "run"
+    argv = [f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}", *QUIET]
+    argv += [o.format(tmp=tmp_path) for o in overrides]
+    monkeypatch.delenv("TLFRAME_DEBUG", raising=False)
+    if when == CONFIG:
+        monkeypatch.setattr(entrypoint, "build_domains", data_must_not_be_built)
+    code = cli(argv, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip().splitlines() == [err.strip()], err  # one line, no traceback
+    assert err.startswith("tlframe: error: " + message.format(tmp=tmp_path)), err
+    assert not (run_dir / "checkpoints").exists()  # stopped before any training
+
+
+def test_a_sweep_with_one_bad_job_finishes_the_others(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    argv = ["-m", "optimizer.lr=-1,0.01", f"hydra.sweep.dir={sweep}"]
+    argv += [f"paths.cache_dir={tmp_path / 'cache'}", *QUIET, *SMALL_SOURCE, "method=source_only"]
+    assert cli(argv, monkeypatch) == 0
+    error = json.loads((sweep / "0" / "error.json").read_text())
+    assert error["status"] == "failed"
+    assert error["error"].startswith("ConfigError: optimizer.lr must be a positive number")
+    assert not (sweep / "0" / "metrics.json").exists()
+    done = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert done["status"] == "completed" and "test/target/acc" in done["metrics"]
+    assert "tlframe: error: optimizer.lr" in capsys.readouterr().err
+
+
+def test_tlframe_debug_shows_the_traceback(tmp_path):
+    """The one subprocess: the real interpreter exit, and the traceback on request."""
+    env = subprocess_env(tmp_path)
+    env["TLFRAME_DEBUG"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlframe.train", "trainer.max_epochs=-1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "tlframe: error: trainer.max_epochs must be an integer >= 1" in proc.stderr
+    assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
