@@ -66,8 +66,11 @@ def test_label_free_criteria_prefer_confident_clustered_predictions():
 
 def test_selection_rules():
     unlabeled = {"source": "all", "target": "none"}
-    assert resolve_selection("auto", unlabeled).metric == "val/source/acc"
+    last = resolve_selection("auto", unlabeled)  # adaptation: the schedule's final weights
+    assert (last.label, last.mode, last.role, last.oracle) == ("step", "max", None, False)
+    assert resolve_selection("auto", {"source": "all"}).metric == "val/source/acc"
     assert resolve_selection("auto", {"target": 5}).metric == "val/target/acc"
+    assert resolve_selection("auto", {"target": "none"}).metric == "val/source/acc"
     entropy = resolve_selection("entropy", unlabeled)
     assert (entropy.metric, entropy.mode) == ("val/target/entropy", "min")
     oracle = resolve_selection("oracle", unlabeled)
@@ -100,7 +103,7 @@ def test_short_adaptation_run_learns(make_cfg, method: str):
         )
     )
     metrics = record["metrics"]
-    assert record["selection"] == "val/source/acc"
+    assert record["selection"] == "step"  # selection=auto keeps the final weights
     assert metrics["test/source/acc"] > 0.8
     assert metrics["test/target/acc"] > 0.3  # chance is 0.1
     assert metrics["test/target/a_distance"] <= 2.0
@@ -122,3 +125,13 @@ def test_feature_space_picture_and_a_distance_are_written(make_cfg, tmp_path):
     record = train(cfg)
     assert (run / "feature_space_adapt.png").stat().st_size > 10_000
     assert -2.0 <= record["metrics"]["test/target/a_distance"] <= 2.0
+
+
+def test_auto_selection_of_an_adaptation_stage_keeps_the_final_epoch(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    cfg = make_cfg(
+        "method=dann", *QUICK, "trainer.max_epochs=3", "source.num_train=300", run_dir=run
+    )
+    train(cfg)
+    best = torch.load(run / "checkpoints" / "adapt" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == 2 and best["global_step"] == 3 * 4

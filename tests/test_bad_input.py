@@ -7,7 +7,9 @@ script on a bad value, and one subprocess here checks ``TLFRAME_DEBUG=1``.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,6 @@ import pytest
 from conftest import subprocess_env
 
 from tlframe import train as entrypoint
-from tlframe.config import config_dir
 
 QUIET = [
     "callbacks.progress_bar=null",
@@ -175,20 +176,7 @@ def cli(argv: list[str], monkeypatch) -> int:
     return 0
 
 
-HAS_ZERO_SHOT = (config_dir() / "method" / "conse.yaml").is_file()
-PARAMS = [
-    pytest.param(
-        *case,
-        id=case[1],
-        marks=[]
-        if HAS_ZERO_SHOT or "zero-shot" not in case[1]
-        else [pytest.mark.skip(reason="no zero-shot method in conf/method")],
-    )
-    for case in CASES
-]
-
-
-@pytest.mark.parametrize(("when", "case", "overrides", "message"), PARAMS)
+@pytest.mark.parametrize(("when", "case", "overrides", "message"), CASES, ids=[c[1] for c in CASES])
 def test_bad_input_exits_2_with_one_line(
     when, case, overrides, message, tmp_path, monkeypatch, capsys
 ):
@@ -237,3 +225,42 @@ def test_tlframe_debug_shows_the_traceback(tmp_path):
     assert proc.returncode != 0
     assert "tlframe: error: trainer.max_epochs must be an integer >= 1" in proc.stderr
     assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def one_line_error(code: int, err: str, start: str) -> None:
+    assert code == 2, err
+    assert err.strip().splitlines() == [err.strip()], err  # one line, no traceback
+    assert err.startswith("tlframe: error: " + start), err
+
+
+def test_an_unwritable_output_folder_is_reported_before_hydra_uses_it(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "a_file").write_text("not a folder")
+    for argv in (
+        [f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"],
+        ["-m", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'a_file' / 'sweep'}"],
+    ):
+        code = cli(argv, monkeypatch)
+        one_line_error(code, capsys.readouterr().err, "cannot write the output folder ")
+
+
+def test_an_unwritable_data_folder_is_reported_in_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    argv = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'a_file' / 'data'}"]
+    code = cli([*argv, *QUIET, "source=synth_letters_color", "method=source_only"], monkeypatch)
+    err = capsys.readouterr().err
+    one_line_error(code, err, f"cannot write {tmp_path / 'a_file'}")
+    assert "paths.data_dir=DIR" in err
+
+
+def test_a_full_disk_at_the_end_keeps_the_checkpoints_and_says_so(tmp_path, monkeypatch, capsys):
+    def full_disk(run_dir, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / "metrics.json"))
+
+    monkeypatch.setattr(entrypoint, "write_metrics", full_disk)
+    run_dir = tmp_path / "run"
+    argv = [f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}", *QUIET]
+    code = cli([*argv, *SMALL_SOURCE, "method=source_only"], monkeypatch)
+    one_line_error(code, capsys.readouterr().err, f"cannot write {run_dir / 'metrics.json'}")
+    assert list((run_dir / "checkpoints").rglob("*.ckpt"))  # what was written is kept

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from tlframe.distributed import is_rank_zero
 from tlframe.io import atomic_write_json
 from tlframe.stages import StageResult
 
@@ -55,12 +56,15 @@ def write_metrics(
         "wall_time_s": round(sum(timings.values()), 3),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    atomic_write_json(record, run_dir / "metrics.json")
+    if is_rank_zero():  # in a DDP run the other processes return the same record unwritten
+        atomic_write_json(record, run_dir / "metrics.json")
     return record
 
 
 def log_hparams(cfg: DictConfig, results: Sequence[StageResult]) -> None:
     """One HPARAMS entry per run: the choices that define it and its final test metrics."""
+    if not is_rank_zero():
+        return
     params = {
         group: OmegaConf.to_container(cfg[group], resolve=True)
         for group in HPARAM_GROUPS

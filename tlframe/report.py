@@ -7,6 +7,13 @@ sweep varied besides method, domains and seed. Jobs without a complete metrics.j
 or still running) are listed with their error line. Writes ``report.md`` and ``report.csv``
 into the folder, and the figures of ``tlframe.plots.report_figures`` when the sweep has
 several pairs or varies one numeric setting. Reads only metrics.json (and error.json) files.
+
+With ``--rank <tlframe-rank run dir or rank.csv>`` (repeatable; without it, every
+``rank.csv`` inside the sweep folder, e.g. from ``tlframe-rank hydra.run.dir=<sweep>/rank``)
+the report adds, for every method and setting whose target a rank table covers, each
+source's predicted rank and scores beside its measured transfer (target accuracy and gain
+over target_only), and the Spearman rank correlation of each score with the measured
+transfer; these rows also go to ``rank_vs_transfer.csv``.
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from tlframe.errors import DataError
 from tlframe.plots.report_figures import draw_figures
+from tlframe.transferability import SCORE_NAMES, SCORES, spearman
 
 METRICS = ("test/target/acc", "test/source/acc")
 CONTROLS = ("source_only", "target_only")
@@ -35,6 +45,8 @@ def load_jobs(root: Path) -> tuple[list[dict], list[tuple[str, str]]]:
     job_dirs = sorted({p.parent for p in root.rglob(".hydra") if p.is_dir()} | {root})
     for job in job_dirs:
         metrics, error = job / "metrics.json", job / "error.json"
+        if (job / "rank.csv").is_file() and not metrics.is_file():
+            continue  # a tlframe-rank run kept beside the sweep: read by --rank
         if metrics.is_file():
             record = _read_json(metrics)
             if record is None or not set(record) >= REQUIRED:
@@ -223,14 +235,168 @@ def write_csv(rows: list[dict], path: Path) -> None:
             writer.writerow(cells)
 
 
-def report(root: str | Path) -> str:
+RANK_COLUMNS = (
+    "target",
+    "method",
+    "setting",
+    "source",
+    "rank",
+    *SCORES,
+    "test/target/acc",
+    "gain_vs_target_only",
+    "gain_vs_source_only",
+    "measured",
+    *(f"spearman_{name}" for name in SCORES),
+)
+
+
+def rank_tables(root: Path, paths: list[str | Path] | None) -> list[dict[str, Any]]:
+    """The rows of the given rank tables, or of every rank.csv inside ``root``."""
+    found = paths if paths else sorted(root.rglob("rank.csv"))
+    return [row for path in found for row in read_rank_table(path)]
+
+
+def read_rank_table(path: str | Path) -> list[dict[str, Any]]:
+    """A tlframe-rank ``rank.csv`` (or the run dir holding one), scores as floats."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "rank.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give a tlframe-rank run dir or rank.csv")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = {"candidate", "source", "target", "rank", *SCORES} - set(rows[0] if rows else {})
+    if missing:
+        raise DataError(f"{path} is not a tlframe-rank table (it has no {min(missing)} column)")
+    for row in rows:
+        for name in SCORES:
+            row[name] = float(row[name]) if row[name] else None
+        row["rank"] = int(row["rank"]) if row["rank"] else None
+        row["_file"] = str(path)
+    return rows
+
+
+def compare_ranks(rows: list[dict], rank_rows: list[dict]) -> list[dict[str, Any]]:
+    """Per (target, method, setting): each ranked source's scores beside its measured
+    transfer, and the Spearman correlation of each score with it. The measured transfer is
+    the gain over target_only when every source has one, else the target accuracy. A score
+    that is better when lower (A-distance) is negated, so +1 always means "ordered the
+    sources as the measurement did"."""
+    by_target: dict[str, dict[str, dict]] = defaultdict(dict)
+    for ranked in sorted(rank_rows, key=lambda r: r["rank"] or math.inf):
+        by_target[ranked["target"]].setdefault(ranked["source"], ranked)  # best per source
+    groups: dict[tuple, list[tuple[dict, dict]]] = defaultdict(list)
+    for row in rows:
+        ranked = by_target.get(row["target"], {}).get(row["source"])
+        if ranked and row["method"] != "target_only" and row["test/target/acc"]:
+            groups[(row["target"], row["method"], row["setting"])].append((ranked, row))
+    comparisons = []
+    for (target, method, setting), pairs in sorted(groups.items()):
+        pairs.sort(key=lambda pair: pair[0]["rank"] or math.inf)
+        gains = [row.get("gain_vs_target_only") for _, row in pairs]
+        measured_key = "gain_vs_target_only" if None not in gains else "test/target/acc"
+        measured = gains if None not in gains else [r["test/target/acc"][0] for _, r in pairs]
+        correlation = {}
+        for name, higher in SCORES.items():
+            values = [ranked[name] for ranked, _ in pairs]
+            if None not in values:
+                signed = [v if higher else -v for v in values]
+                correlation[name] = spearman(signed, measured)
+        comparisons.append(
+            {
+                "target": target,
+                "method": method,
+                "setting": setting,
+                "measured": measured_key,
+                "pairs": pairs,
+                "spearman": correlation,
+                "rank_by": pairs[0][0].get("rank_by") or "logme",
+            }
+        )
+    return comparisons
+
+
+def _score(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _rho(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def rank_markdown(comparisons: list[dict], rank_rows: list[dict]) -> list[str]:
+    files = sorted({(r["_file"], r["target"]) for r in rank_rows})
+    lines = ["", "## Transferability ranks (tlframe-rank) vs measured transfer", ""]
+    lines += [f"- `{path}`: target {target}" for path, target in files]
+    if not comparisons:
+        lines += ["", "No job of the sweep has a source and target that a rank table covers."]
+    for item in comparisons:
+        by = SCORE_NAMES.get(item["rank_by"], item["rank_by"])
+        lines += [
+            "",
+            f"### {item['method']} -> {item['target']} ({item['setting']}), ranked by {by}",
+            "",
+            "| source | rank | LogME | LEEP | A-distance | test/target/acc | gain_vs_target_only |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for ranked, row in item["pairs"]:
+            cells = [
+                row["source"],
+                str(ranked["rank"] or "-"),
+                _score(ranked["logme"], 4),
+                _score(ranked["leep"], 4),
+                _score(ranked["a_distance"], 3),
+                _fmt(row["test/target/acc"]),
+                _fmt(row.get("gain_vs_target_only")),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        rhos = ", ".join(
+            f"{SCORE_NAMES[name]} {_rho(item['spearman'].get(name))}" for name in SCORES
+        )
+        lines += [
+            "",
+            f"Spearman rank correlation with {item['measured']} over {len(item['pairs'])} "
+            f"sources: {rhos} (+1: the score orders the sources as the measurement does; "
+            "A-distance counts lower as better).",
+        ]
+    return lines
+
+
+def write_rank_csv(comparisons: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(RANK_COLUMNS)
+        for item in comparisons:
+            for ranked, row in item["pairs"]:
+                accuracy = row["test/target/acc"][0] if row["test/target/acc"] else None
+                values = {
+                    **{k: item[k] for k in ("target", "method", "setting", "measured")},
+                    "source": row["source"],
+                    "rank": ranked["rank"],
+                    **{name: ranked[name] for name in SCORES},
+                    "test/target/acc": accuracy,
+                    "gain_vs_target_only": row.get("gain_vs_target_only"),
+                    "gain_vs_source_only": row.get("gain_vs_source_only"),
+                    **{f"spearman_{n}": item["spearman"].get(n) for n in SCORES},
+                }
+                writer.writerow(["" if values[c] is None else values[c] for c in RANK_COLUMNS])
+
+
+def report(root: str | Path, ranks: list[str | Path] | None = None) -> str:
+    """Write report.md and report.csv (and rank_vs_transfer.csv with rank tables) into the
+    run or sweep folder ``root``; ``ranks``: tlframe-rank tables (default: those in root)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; give a run or sweep dir under outputs/")
     records, problems = load_jobs(root)
     rows = summarise(records)
+    rank_rows = rank_tables(root, ranks)
     figures = draw_figures(rows, root)
     text = to_markdown(rows, problems, figures)
+    if rank_rows:
+        comparisons = compare_ranks(rows, rank_rows)
+        text += "\n".join(rank_markdown(comparisons, rank_rows)) + "\n"
+        write_rank_csv(comparisons, root / "rank_vs_transfer.csv")
     (root / "report.md").write_text(text)
     write_csv(rows, root / "report.csv")
     return text
@@ -239,10 +405,17 @@ def report(root: str | Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tlframe-report", description=__doc__.split("\n")[0])
     parser.add_argument("path", help="a run dir or a sweep dir (outputs/multirun/...)")
+    parser.add_argument(
+        "--rank",
+        action="append",
+        metavar="RANK",
+        help="a tlframe-rank run dir or rank.csv to set beside the measured transfer "
+        "(repeatable; default: every rank.csv inside the sweep folder)",
+    )
     args = parser.parse_args(argv)
     try:
-        print(report(args.path), end="")
-    except FileNotFoundError as err:
+        print(report(args.path, args.rank), end="")
+    except (FileNotFoundError, DataError) as err:
         print(f"tlframe-report: error: {err}", file=sys.stderr)
         sys.exit(2)
 

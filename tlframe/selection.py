@@ -1,7 +1,11 @@
 """Model selection: which validation figure picks a stage's checkpoint.
 
 Without target labels a method must not look at target accuracy to choose its weights.
-The default selects on source validation accuracy; label-free target criteria are options;
+By default a stage with target labels selects on target validation accuracy; a stage that
+adapts to an unlabeled target keeps its final weights (its adaptation ramps up over the
+schedule, and source validation accuracy, saturated early, cannot see whether it worked:
+selecting on it favours earlier, less adapted epochs); any other stage selects on source
+validation accuracy. Label-free target criteria are options;
 the oracle (target validation accuracy in a setting without target labels) must be asked
 for by name and is marked as such in every output.
 """
@@ -29,12 +33,15 @@ class Selection:
         return f"{self.metric} (oracle)" if self.oracle else self.metric
 
     @property
-    def role(self) -> str:
-        return self.metric.split("/")[1]
+    def role(self) -> str | None:
+        """The domain whose validation split the metric reads (None for ``last``)."""
+        return self.metric.split("/")[1] if self.metric.count("/") == 2 else None
 
 
-# name -> (metric, mode); "auto" picks target accuracy when the stage has target labels.
+# name -> (metric, mode). "auto" picks target accuracy when the stage has target labels,
+# the final weights when it adapts to an unlabeled target, else source accuracy.
 CRITERIA = {
+    "last": ("step", "max"),  # the final weights of the schedule (Lightning's step counter)
     "source": ("val/source/acc", "max"),
     "target": ("val/target/acc", "max"),
     "oracle": ("val/target/acc", "max"),
@@ -46,9 +53,10 @@ CRITERIA = {
 def resolve_selection(choice: str, train_on: dict) -> Selection:
     """Turn ``selection=<name or metric key>`` into what the checkpoint callback needs."""
     target_labeled = "target" in train_on and parse_regime(train_on["target"]) != "none"
+    adapts = "target" in train_on and not target_labeled and len(train_on) > 1
     choice = str(choice or "auto")
     if choice == "auto":
-        choice = "target" if target_labeled else "source"
+        choice = "target" if target_labeled else "last" if adapts else "source"
     if choice in CRITERIA:
         metric, mode = CRITERIA[choice]
     elif choice.count("/") == 2 and choice.split("/")[0] == "val":

@@ -33,6 +33,7 @@ from tlframe.checkpoints import file_digest, load_weights, resolve_checkpoint
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.domain import Domain
 from tlframe.data.labels import parse_regime
+from tlframe.distributed import is_rank_zero, job_processes
 from tlframe.errors import ConfigError, DataError
 from tlframe.io import safe_load
 from tlframe.methods.base import DomainInfo, StageContext
@@ -120,7 +121,7 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
 
 
 def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
-    roles = set(spec.train_on) | {spec.selection.role}
+    roles = set(spec.train_on) | ({spec.selection.role} - {None})
 
     def plain(node) -> Any:
         return OmegaConf.to_container(node, resolve=True) if node is not None else None
@@ -243,7 +244,7 @@ def run_stage(
         _fit(trainer, module, datamodule, _resume_point(cfg, spec, run_dir))
         fit_seconds = time.perf_counter() - start
         best_path = _restore_best(trainer, module)
-        if cacheable:
+        if cacheable and is_rank_zero():  # every DDP process holds the same weights
             cache.store(
                 spec.key,
                 module.state_dict(),
@@ -306,8 +307,9 @@ def run_stages(cfg: DictConfig, domains: dict[str, Domain], run_dir: Path) -> li
     cache = StageCache(cfg.paths.cache_dir, enabled=bool(cfg.get("cache_stages", True)))
     results: list[StageResult] = []
     inherited = None
-    for spec in plan_stages(cfg):
-        result = run_stage(cfg, spec, domains, inherited, run_dir, cache)
-        inherited = result.module.parts()
-        results.append(result)
+    with job_processes():  # trainer=ddp: the processes a stage started end with the job
+        for spec in plan_stages(cfg):
+            result = run_stage(cfg, spec, domains, inherited, run_dir, cache)
+            inherited = result.module.parts()
+            results.append(result)
     return results

@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from tlframe.config import config_dir, register_resolvers
 from tlframe.data.domain import Domain, split_labels
 from tlframe.data.labels import k_per_class, parse_regime
-from tlframe.errors import ConfigError, TlframeError
+from tlframe.distributed import is_rank_zero
+from tlframe.errors import ConfigError, TlframeError, as_output_error
 from tlframe.io import atomic_write_json
 from tlframe.outputs import log_hparams, write_metrics
 from tlframe.stages import run_stages
@@ -61,8 +62,11 @@ def _instantiate_domain(node: DictConfig) -> Domain:
     try:
         return instantiate(node)
     except InstantiationException as err:
-        if isinstance(err.__cause__, TlframeError):
-            raise err.__cause__ from None
+        cause = err.__cause__
+        if isinstance(cause, TlframeError):
+            raise cause from None
+        if cause is not None and as_output_error(cause) is not None:
+            raise as_output_error(cause) from cause  # e.g. paths.data_dir cannot be written
         raise
 
 
@@ -143,7 +147,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log_hparams(cfg, results)
     timings["report"] = time.perf_counter() - start
     record = write_metrics(run_dir, cfg, names, results, timings)
-    _print_summary(record, run_dir)
+    if is_rank_zero():  # once, not once per DDP process
+        _print_summary(record, run_dir)
     return record
 
 
@@ -168,22 +173,26 @@ def _record_failure(err: BaseException, cfg: DictConfig) -> None:
     detail = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
     if not isinstance(err, TlframeError):
         detail["traceback"] = traceback.format_exc()
-    atomic_write_json(detail, Path(cfg.paths.output_dir) / "error.json")
+    try:
+        atomic_write_json(detail, Path(cfg.paths.output_dir) / "error.json")
+    except OSError as write_err:  # a full disk must not stop the sweep's other jobs
+        log.error("could not record the failure in error.json: %s", write_err)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         record = train(cfg)
-    except TlframeError as err:  # a user mistake: one line, exit code 2
-        print(f"tlframe: error: {err}", file=sys.stderr, flush=True)
-        if _in_sweep():
-            _record_failure(err, cfg)
-            return None
-        if os.environ.get("TLFRAME_DEBUG"):
-            raise
-        sys.exit(2)
     except Exception as err:
+        user_error = err if isinstance(err, TlframeError) else as_output_error(err)
+        if user_error is not None:  # a user mistake: one line, exit code 2
+            print(f"tlframe: error: {user_error}", file=sys.stderr, flush=True)
+            if _in_sweep():
+                _record_failure(user_error, cfg)
+                return None
+            if os.environ.get("TLFRAME_DEBUG"):
+                raise
+            sys.exit(2)
         if not _in_sweep():
             raise
         log.exception("job failed; the sweep goes on")

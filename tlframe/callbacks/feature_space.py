@@ -123,7 +123,7 @@ class FeatureSpace(pl.Callback):
             features[role], labels[role] = extract_features(backbone, domains[role].test, count)
         distance = proxy_a_distance(features["source"], features["target"])
         pl_module.log("test/target/a_distance", distance)
-        if self.tsne and not trainer.fast_dev_run:
+        if self.tsne and not trainer.fast_dev_run and trainer.is_global_zero:
             self._save_picture(trainer, pl_module, features, labels, distance)
 
     def _save_picture(self, trainer, pl_module, features, labels, distance: float) -> None:

@@ -16,7 +16,8 @@ class RandomState(pl.Callback):
     """Save torch/numpy/python generator states with each checkpoint; restore on resume.
 
     Lightning restores weights, optimiser, schedule and loop position, but not the
-    generators that draw the next epoch's batch order and dropout masks; without them a
+    generators that draw dropout masks and augmentations (batch order is seeded per epoch,
+    tlframe.data.loaders.EpochSampler); without them a
     resumed run would drift from an uninterrupted one with the same seed.
     """
 

@@ -18,6 +18,7 @@ from tlframe.errors import ConfigError
 log = logging.getLogger(__name__)
 
 LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers")
+STREAMS = {"source": 0, "target": 1}  # each domain's training order has its own random stream
 
 
 class TransferDataModule(pl.LightningDataModule):
@@ -27,6 +28,12 @@ class TransferDataModule(pl.LightningDataModule):
 
     ``train_on`` maps a domain role (``source``/``target``) to its label regime: ``all``,
     ``none`` or ``k`` labeled examples per class (drawn with ``seed``).
+
+    In a distributed run (``trainer=ddp``) ``batch_size`` and ``steps_per_epoch`` are per
+    process: each process trains on its own slice of every epoch's shuffle of each domain,
+    so an epoch covers ``world_size`` times as many examples. Evaluation loaders are not
+    sharded: every process evaluates the whole splits (same weights, same figures), so
+    selection criteria that need a whole split (entropy, SND, clustering) stay exact.
     """
 
     def __init__(
@@ -64,12 +71,28 @@ class TransferDataModule(pl.LightningDataModule):
             return _subset(domain.train, indices)
         return domain.train
 
+    def process_slot(self) -> tuple[int, int]:
+        """``(rank, world_size)`` of this process in the trainer's run (``(0, 1)`` alone)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def train_dataloader(self) -> CombinedLoader:
         loaders = {}
-        for role, regime in self.regimes.items():
+        rank, world_size = self.process_slot()
+        for i, (role, regime) in enumerate(self.regimes.items()):
             dataset = self.labeled_train_split(role)
             loaders[role] = train_loader(
-                dataset, self.batch_size, self.steps_per_epoch, regime != "none", self.loader_cfg
+                dataset,
+                self.batch_size,
+                self.steps_per_epoch,
+                regime != "none",
+                self.loader_cfg,
+                seed=self.seed,
+                stream=STREAMS.get(role, len(STREAMS) + i),
+                rank=rank,
+                world_size=world_size,
             )
             log.info(
                 "train on %s (%s): %d examples, labels=%s",

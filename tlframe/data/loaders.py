@@ -3,16 +3,89 @@
 In-memory splits (``TensorSplit``) are indexed a whole batch at a time: the sampler yields
 lists of indices and one tensor indexing builds the batch, with no per-sample Python work.
 Other datasets go through the usual per-item path with workers.
+
+Training order is drawn by ``EpochSampler``: each epoch one shuffle, seeded by the run's seed,
+the domain and the epoch number, is shared by all processes of a distributed run, and each
+process takes its own slice of it. Evaluation loaders read whole splits in order.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
 from tlframe.data.domain import TensorSplit
+
+
+class EpochSampler(Sampler[int]):
+    """``num_samples`` shuffled indices per epoch for process ``rank`` of ``world_size``.
+
+    Every process draws the same shuffle of ``num_samples * world_size`` indices (whole
+    permutations of the data set, repeated as often as needed, as ``RandomSampler`` does
+    for more samples than examples) from a generator seeded by ``seed``, ``stream`` (one per
+    domain) and the epoch, and keeps every ``world_size``-th index from position ``rank``:
+    the processes see different examples and run the same number of steps. With one
+    process it is a seeded shuffle. Lightning calls ``set_epoch`` before each epoch (also
+    after a resume); without it the epoch advances on each pass.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        num_samples: int,
+        seed: int = 0,
+        stream: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if size < 1:
+            raise ValueError("cannot sample from an empty data set")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of {world_size} processes")
+        self.size, self.num_samples = size, num_samples
+        self.seed, self.stream = seed, stream
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """This process's indices for ``epoch``."""
+        entropy = [self.seed % 2**63, self.stream, epoch]
+        state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(state) >> 1)
+        total = self.num_samples * self.world_size
+        order = torch.cat(
+            [
+                torch.randperm(self.size, generator=generator)
+                for _ in range(math.ceil(total / self.size))
+            ]
+        )
+        return order[:total][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.epoch_order(self.epoch)
+        self.epoch += 1
+        return iter(order.tolist())
+
+
+class _BatchSampler(BatchSampler):
+    """A ``BatchSampler`` that hands ``set_epoch`` on to its sampler (Lightning calls it on
+    a loader's ``sampler``, which for batch-indexed splits is this object)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
 
 class Unlabeled:
@@ -39,7 +112,7 @@ class Tagged:
 
 def _loader(dataset: Dataset, sampler, batch_size: int, collate, loader_cfg: dict) -> DataLoader:
     if isinstance(dataset, TensorSplit):
-        batches = BatchSampler(sampler, batch_size, drop_last=isinstance(sampler, RandomSampler))
+        batches = _BatchSampler(sampler, batch_size, drop_last=isinstance(sampler, EpochSampler))
         pin = bool(loader_cfg.get("pin_memory", False))
         return DataLoader(
             dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin
@@ -49,7 +122,7 @@ def _loader(dataset: Dataset, sampler, batch_size: int, collate, loader_cfg: dic
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        drop_last=isinstance(sampler, RandomSampler),
+        drop_last=isinstance(sampler, EpochSampler),
         collate_fn=collate,
         num_workers=workers,
         pin_memory=bool(loader_cfg.get("pin_memory", False)),
@@ -58,12 +131,22 @@ def _loader(dataset: Dataset, sampler, batch_size: int, collate, loader_cfg: dic
 
 
 def train_loader(
-    dataset: Dataset, batch_size: int, num_batches: int, labeled: bool, loader_cfg: dict
+    dataset: Dataset,
+    batch_size: int,
+    num_batches: int,
+    labeled: bool,
+    loader_cfg: dict,
+    seed: int = 0,
+    stream: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """Exactly ``num_batches`` shuffled batches per epoch, cycling small data sets.
 
     A fixed epoch length keeps domains of different sizes in step inside a CombinedLoader
-    and makes the training budget independent of how many labels a setting has.
+    and makes the training budget independent of how many labels a setting has. In a
+    distributed run every process gets ``num_batches`` batches of ``batch_size`` (per
+    process) from its own slice of the epoch's shuffle (``EpochSampler``).
     """
     batched = isinstance(dataset, TensorSplit)
     if batched and not labeled:
@@ -72,7 +155,7 @@ def train_loader(
         collate = None if labeled else Unlabeled(batched)
     if collate is None and not batched:
         collate = default_collate
-    sampler = RandomSampler(dataset, replacement=False, num_samples=num_batches * batch_size)
+    sampler = EpochSampler(len(dataset), num_batches * batch_size, seed, stream, rank, world_size)
     return _loader(dataset, sampler, batch_size, collate, loader_cfg)
 
 

@@ -35,7 +35,19 @@ class FreezeCopiedBlocks(BaseFinetuning):
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.frozen = False
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1 and self.unfreeze_at_epoch not in (None, 0):
+            # DDP synchronises only the parameters that are trainable when it wraps the model
+            raise ConfigError(
+                f"method.unfreeze_at_epoch={self.unfreeze_at_epoch} cannot run on "
+                f"{trainer.world_size} processes (trainer=ddp): DDP would not synchronise the "
+                "blocks unfrozen later; use null (frozen), 0 (fine-tuned throughout) or 1 device"
+            )
+        super().setup(trainer, pl_module, stage)
+
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
+        if self.unfreeze_at_epoch == 0:  # trained from the first step: never frozen
+            return
         self.freeze(self.blocks, train_bn=False)
         self.frozen = True
 
