@@ -100,3 +100,13 @@ def test_channels_last_gives_the_same_predictions(make_cfg, tmp_path: Path):
     plain = train(make_cfg(*overrides, run_dir=tmp_path / "a"))["metrics"]
     nhwc = train(make_cfg(*overrides, "performance.channels_last=true", run_dir=tmp_path / "b"))
     assert nhwc["metrics"]["test/target/acc"] == pytest.approx(plain["test/target/acc"], abs=0.02)
+
+
+def test_raw_pixel_control_with_a_parameterless_backbone_is_tested_like_any_run(make_cfg):
+    """``backbone=mlp backbone.hidden_dims=[]`` has no parameters; the feature-space
+    callback must still find the device and record the A-distance."""
+    overrides = ["method=target_only", "backbone=mlp", "backbone.hidden_dims=[]"]
+    cfg = make_cfg(*overrides, *QUICK, "data.target_labels=5", "callbacks.feature_space.tsne=false")
+    metrics = train(cfg)["metrics"]
+    assert 0.0 <= metrics["test/target/a_distance"] <= 2.0
+    assert metrics["test/target/acc"] > 0.1

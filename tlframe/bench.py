@@ -140,6 +140,7 @@ def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> floa
 
 def default_run_seconds(root: Path) -> tuple[float, float]:
     """Wall time of ``tlframe-train`` with no arguments: cold data cache, then warm."""
+    root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TLFRAME_ROOT=str(root))
     command = [
         sys.executable,

@@ -297,7 +297,10 @@ def score_candidate(cfg: DictConfig, candidate: Candidate, out_dir: Path) -> dic
     examples = target_examples(cfg, target, int(cfg.max_target_examples))
     features, probs, labels = features_and_probs(module, examples, int(cfg.data.eval_batch_size))
     source_features, _ = extract_features(
-        module.backbone, domains["source"].train, int(cfg.a_distance_points)
+        module.backbone,
+        domains["source"].train,
+        int(cfg.a_distance_points),
+        device=next(module.parameters()).device,
     )
     count = min(len(source_features), len(features), int(cfg.a_distance_points))
     distance = scores.proxy_a_distance(

@@ -24,11 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def extract_features(
-    backbone: torch.nn.Module, dataset: Dataset, limit: int, batch_size: int = 512
+    backbone: torch.nn.Module,
+    dataset: Dataset,
+    limit: int,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Backbone features and labels of at most ``limit`` evenly spaced examples."""
+    """Backbone features and labels of at most ``limit`` evenly spaced examples (on
+    ``device``: a backbone may have no parameters to tell it, e.g. raw pixels)."""
     indices = torch.linspace(0, len(dataset) - 1, min(limit, len(dataset))).long()
-    device = next(backbone.parameters()).device
     features, labels = [], []
     with torch.no_grad():
         if isinstance(dataset, TensorSplit):
@@ -120,7 +124,9 @@ class FeatureSpace(pl.Callback):
         features, labels = {}, {}
         count = min(len(domains["source"].test), len(domains["target"].test), self.max_points)
         for role in ("source", "target"):
-            features[role], labels[role] = extract_features(backbone, domains[role].test, count)
+            features[role], labels[role] = extract_features(
+                backbone, domains[role].test, count, device=pl_module.device
+            )
         distance = proxy_a_distance(features["source"], features["target"])
         pl_module.log("test/target/a_distance", distance)
         if self.tsne and not trainer.fast_dev_run and trainer.is_global_zero:
