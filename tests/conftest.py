@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,16 @@ METHOD_DATA = {
     m: ["dataset=zsl_digits", "source.base.num_train=500"] for m in ("attribute_embedding", "conse")
 }
 SMALL_SOURCE = ["source.num_train=500"]
+
+
+def run_cli(main: Callable[[], None], prog: str, argv: list[str], monkeypatch) -> int:
+    """Run console script ``prog *argv`` (its ``main``) in this process; its exit code."""
+    monkeypatch.setattr(sys, "argv", [prog, *argv])
+    try:
+        main()
+    except SystemExit as stop:
+        return stop.code
+    return 0
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import subprocess_env
+from conftest import run_cli, subprocess_env
 
 from tlframe import train as entrypoint
 
@@ -168,12 +168,7 @@ def data_must_not_be_built(cfg):
 
 def cli(argv: list[str], monkeypatch) -> int:
     """Run ``tlframe-train *argv`` in this process; its exit code."""
-    monkeypatch.setattr(sys, "argv", ["tlframe-train", *argv])
-    try:
-        entrypoint.main()
-    except SystemExit as stop:
-        return stop.code
-    return 0
+    return run_cli(entrypoint.main, "tlframe-train", argv, monkeypatch)
 
 
 @pytest.mark.parametrize(("when", "case", "overrides", "message"), CASES, ids=[c[1] for c in CASES])

@@ -7,12 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import QUICK
+from conftest import QUICK, run_cli
 from omegaconf import open_dict
 from scipy.stats import multivariate_normal
 
@@ -147,12 +146,7 @@ TINY = [
 
 def cli(argv: list[str], monkeypatch) -> int:
     """Run ``tlframe-rank *argv`` in this process; its exit code."""
-    monkeypatch.setattr(sys, "argv", ["tlframe-rank", *argv])
-    try:
-        rank_cli.main()
-    except SystemExit as stop:
-        return stop.code
-    return 0
+    return run_cli(rank_cli.main, "tlframe-rank", argv, monkeypatch)
 
 
 def read_rows(path: Path) -> list[dict]:

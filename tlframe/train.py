@@ -65,8 +65,9 @@ def _instantiate_domain(node: DictConfig) -> Domain:
         cause = err.__cause__
         if isinstance(cause, TlframeError):
             raise cause from None
-        if cause is not None and as_output_error(cause) is not None:
-            raise as_output_error(cause) from cause  # e.g. paths.data_dir cannot be written
+        output_error = as_output_error(cause) if cause is not None else None
+        if output_error is not None:  # e.g. paths.data_dir cannot be written
+            raise output_error from cause
         raise
 
 
