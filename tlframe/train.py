@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -199,12 +200,58 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         log.exception("job failed; the sweep goes on")
         _record_failure(err, cfg)
         return None
+    return _optimized_value(cfg, record)
+
+
+def _optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
+    """What a sweeper such as Optuna optimises: ``optimized_metric`` (null = the selection
+    metric). A searching sweeper gets a warning that names the choices when it is missing."""
     key = cfg.get("optimized_metric") or record["selection_metric"]
     value = record["metrics"].get(key)
-    return float(value) if value is not None else None
+    if isinstance(value, int | float):
+        return float(value)
+    if _in_sweep() and _searching_sweeper():
+        choices = sorted(
+            k for k, v in record["metrics"].items() if k.startswith("val/") and isinstance(v, float)
+        )
+        why = " (selection keeps the final weights)" if key == "step" else ""
+        log.warning(
+            "optimized_metric %s%s is not a metric of this run; set optimized_metric to one of %s",
+            key,
+            why,
+            ", ".join(choices),
+        )
+    return None
+
+
+def _searching_sweeper() -> bool:
+    """A sweeper that reads the jobs' return values (Optuna), unlike Hydra's basic one."""
+    return not str(HydraConfig.get().sweeper.get("_target_")).endswith("BasicSweeper")
+
+
+def _optuna_installed() -> bool:
+    return importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+
+
+def _searched_without_plugin(argv: list[str]) -> str | None:
+    """The ``hparams_search=...`` option asked for when the Optuna sweeper is not installed."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "hparams_search" and value not in ("", "null") and not _optuna_installed():
+            return value
+    return None
 
 
 def main() -> None:
+    search = _searched_without_plugin(sys.argv[1:])
+    if search is not None:  # Hydra would only say that hydra/sweeper/optuna is not found
+        print(
+            f"tlframe: error: hparams_search={search} needs the Optuna sweeper; install it "
+            "with pip install 'tlframe[optuna]' (hydra-optuna-sweeper)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(2)
     _hydra_main()
 
 
