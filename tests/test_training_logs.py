@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util.tensor_util import make_ndarray
 
@@ -67,3 +68,28 @@ def scalars_of_run(make_cfg, run: Path, method: str) -> dict[str, list[tuple[int
     train(make_cfg(*SHORT, f"method={method}", run_dir=run))
     return scalars(run)
 
+
+def test_progress_bar_advances_every_batch_and_rereads_metrics_on_logged_steps(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    full_updates, positions = [], []
+    update = RichProgressBar.on_train_batch_end
+    advance = RichProgressBar._update
+
+    def counting_update(self, trainer, pl_module, outputs, batch, batch_idx):
+        full_updates.append(batch_idx)
+        return update(self, trainer, pl_module, outputs, batch, batch_idx)
+
+    def recording_advance(self, bar_id, current, *args, **kwargs):
+        if bar_id is not None and bar_id == self.train_progress_bar_id:
+            positions.append(current)
+        return advance(self, bar_id, current, *args, **kwargs)
+
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", counting_update)
+    monkeypatch.setattr(RichProgressBar, "_update", recording_advance)
+    cfg = make_cfg(*SHORT, "method=source_only", run_dir=tmp_path / "run")
+    cfg.trainer.enable_progress_bar = True
+    assert cfg.callbacks.progress_bar._target_ == "tlframe.callbacks.ProgressBar"
+    assert train(cfg)["status"] == "completed"
+    assert full_updates == [2, 5]  # the batches whose train/loss is logged
+    assert positions == list(range(1, STEPS + 1))  # the bar itself moves every batch
