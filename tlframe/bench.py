@@ -74,12 +74,13 @@ class StepTimer(pl.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def compose_case(case: Case, steps: int, root: Path):
+def compose_case(case: Case, steps: int, root: Path, extra: tuple[str, ...] = ()):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(
             "train",
             overrides=[
                 *case.overrides,
+                *extra,
                 f"data.steps_per_epoch={steps}",
                 "trainer.max_epochs=1",
                 "cache_stages=false",
@@ -185,13 +186,15 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(steps: int, warmup: int, repeats: int, default_run: bool) -> str:
+def run(
+    steps: int, warmup: int, repeats: int, default_run: bool, overrides: tuple[str, ...] = ()
+) -> str:
     register_resolvers()
     root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
     os.environ.setdefault("TLFRAME_DATA_DIR", str(root / "data"))
     rows = []
     for case in CASES:
-        cfg = compose_case(case, steps, root)
+        cfg = compose_case(case, steps, root, overrides)
         domains = build_domains(cfg)
         ours, plain = [], []
         for _ in range(repeats):
@@ -255,8 +258,16 @@ def main(argv: list[str] | None = None) -> None:
         "--no-default-run", action="store_true", help="skip timing the default tlframe-train run"
     )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for every case, e.g. performance.channels_last=true "
+        "data.batch_size=64 (both sides follow them)",
+    )
     args = parser.parse_args(argv)
-    table = run(args.steps, args.warmup, args.repeats, not args.no_default_run)
+    table = run(
+        args.steps, args.warmup, args.repeats, not args.no_default_run, tuple(args.overrides)
+    )
     print(table, end="")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
