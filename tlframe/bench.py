@@ -192,6 +192,7 @@ def run(
     register_resolvers()
     root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
     os.environ.setdefault("TLFRAME_DATA_DIR", str(root / "data"))
+    load_before = os.getloadavg()[0]
     rows = []
     for case in CASES:
         cfg = compose_case(case, steps, root, overrides)
@@ -228,7 +229,10 @@ def run(
         f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}; "
         f"{steps} steps per run ({warmup} warm-up steps not timed), median of {repeats} "
-        "repeats. Both sides use the composed config's settings (batch per domain, NHWC).",
+        "repeats. Both sides use the composed config's settings (batch per domain, NHWC). "
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+        f"the cases on {os.cpu_count()} cores (the benchmark itself adds about 1; more means "
+        "other processes shared the machine).",
         "",
         "| case | tlframe img/s | plain loop img/s | ratio (median) | ratio range | "
         "peak RSS so far (MB) | settings |",
