@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, subprocess_env
 
+from tlframe import outputs
 from tlframe import train as entrypoint
 
 QUIET = [
@@ -253,7 +254,7 @@ def test_a_full_disk_at_the_end_keeps_the_checkpoints_and_says_so(tmp_path, monk
     def full_disk(run_dir, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / "metrics.json"))
 
-    monkeypatch.setattr(entrypoint, "write_metrics", full_disk)
+    monkeypatch.setattr(outputs, "write_metrics", full_disk)  # imported by train() when it runs
     run_dir = tmp_path / "run"
     argv = [f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}", *QUIET]
     code = cli([*argv, *SMALL_SOURCE, "method=source_only"], monkeypatch)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import torch
+
+from tlframe import bench
 from tlframe.bench import CASES, run
+from tlframe.stages import build_module
 
 
 def test_benchmark_runs_and_reports_every_case():
@@ -12,3 +16,29 @@ def test_benchmark_runs_and_reports_every_case():
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[3]) > 0
+
+
+def test_both_sides_follow_the_composed_config(monkeypatch):
+    """With performance.channels_last both loops feed NHWC batches, of the config's size."""
+    seen = []
+
+    def recording_build_module(*args, **kwargs):
+        module = build_module(*args, **kwargs)
+
+        def record(backbone, inputs):
+            if backbone.training:  # training batches, not tlframe's validation
+                seen.append(inputs[0])
+
+        module.backbone.register_forward_pre_hook(record)
+        return module
+
+    monkeypatch.setattr(bench, "build_module", recording_build_module)
+    overrides = ("performance.channels_last=true", "data.batch_size=32")
+    color = ("source.channels=3", "target.channels=3")  # NHWC is a no-op for one channel
+    table = run(steps=3, warmup=1, repeats=1, default_run=False, overrides=overrides + color)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "img/s" not in line]
+    assert rows and all(row.rstrip(" |").endswith("batch 32, channels_last on") for row in rows)
+    batches = [x for x in seen if x.dim() == 4]
+    assert batches and all(x.shape[1] == 3 for x in batches)
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in batches)
+    assert all(len(x) in (32, 64) for x in batches)  # 64: DANN's source + target

@@ -83,6 +83,16 @@ def test_a_nan_loss_stops_training_naming_the_term_and_step(make_cfg):
         module.training_step({"source": (torch.full_like(x, float("nan")), y)}, 0)
 
 
+def test_finite_loss_terms_whose_sum_overflows_stop_training(make_cfg, monkeypatch):
+    cfg = make_cfg("method=source_only", "source.num_train=200")
+    domains = build_domains(cfg)
+    module = build_module(cfg, plan_stages(cfg)[0], domain_infos(domains), None)
+    huge = {"a": torch.tensor(3e38), "b": torch.tensor(3e38)}  # each finite in float32
+    monkeypatch.setattr(module, "training_losses", lambda batch: huge)
+    with pytest.raises(NonFiniteLossError, match=r"the total loss became inf at step 0"):
+        module.training_step({}, 0)
+
+
 class Crash(RuntimeError):
     """Stands in for a kill: the process stops mid-epoch, leaving what is on disk."""
 

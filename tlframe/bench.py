@@ -74,12 +74,13 @@ class StepTimer(pl.Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def compose_case(case: Case, steps: int, root: Path):
+def compose_case(case: Case, steps: int, root: Path, extra: tuple[str, ...] = ()):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(
             "train",
             overrides=[
                 *case.overrides,
+                *extra,
                 f"data.steps_per_epoch={steps}",
                 "trainer.max_epochs=1",
                 "cache_stages=false",
@@ -103,8 +104,23 @@ def tlframe_rate(cfg, domains, steps: int, warmup: int) -> float:
     return images / timer.seconds
 
 
+def channels_last(cfg) -> bool:
+    """Whether the composed config trains in NHWC (``performance.channels_last``)."""
+    return bool((cfg.get("performance") or {}).get("channels_last", False))
+
+
+def case_settings(cfg) -> str:
+    nhwc = "on" if channels_last(cfg) else "off"
+    return f"batch {cfg.data.batch_size}, channels_last {nhwc}"
+
+
 def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> float:
-    """The same training written as the plain loop a researcher would write."""
+    """The same training written as the plain loop a researcher would write.
+
+    It follows the composed config as tlframe does: the batch size (``data.batch_size``),
+    NHWC weights and batches with ``performance.channels_last`` and the compiled backbone
+    with ``performance.compile`` (both applied to the model by the shared builder).
+    """
     spec = plan_stages(cfg)[0]
     module = build_module(cfg, spec, domain_infos(domains), None)
     backbone, head = module.backbone, module.head
@@ -114,14 +130,22 @@ def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> floa
     scheduler = instantiate(spec.scheduler)(optimizer=optimizer, total_steps=steps)
     source, target = domains["source"].train, domains["target"].train
     batch = cfg.data.batch_size
+    nhwc = channels_last(cfg)
+
+    def draw(split):
+        x, y = split[torch.randint(len(split), (batch,))]
+        if nhwc and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
     domain_labels = torch.cat([torch.ones(batch), torch.zeros(batch)])
     start = 0.0
     for step in range(steps):
         if step == warmup:
             start = time.perf_counter()
-        x_s, y_s = source[torch.randint(len(source), (batch,))]
+        x_s, y_s = draw(source)
         if adversarial:
-            x_t, _ = target[torch.randint(len(target), (batch,))]
+            x_t, _ = draw(target)
             features = backbone(torch.cat([x_s, x_t]))
             logits = head(features[:batch])
             scores = discriminator(reverse_gradient(features, dann_lambda(step / steps)))
@@ -162,13 +186,16 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(steps: int, warmup: int, repeats: int, default_run: bool) -> str:
+def run(
+    steps: int, warmup: int, repeats: int, default_run: bool, overrides: tuple[str, ...] = ()
+) -> str:
     register_resolvers()
     root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
     os.environ.setdefault("TLFRAME_DATA_DIR", str(root / "data"))
+    load_before = os.getloadavg()[0]
     rows = []
     for case in CASES:
-        cfg = compose_case(case, steps, root)
+        cfg = compose_case(case, steps, root, overrides)
         domains = build_domains(cfg)
         ours, plain = [], []
         for _ in range(repeats):
@@ -186,6 +213,7 @@ def run(steps: int, warmup: int, repeats: int, default_run: bool) -> str:
                 min(ratios),
                 max(ratios),
                 peak_memory_mb(),
+                case_settings(cfg),
             )
         )
         print(f"{case.name}: ratio {statistics.median(ratios):.3f}", file=sys.stderr)
@@ -201,16 +229,19 @@ def run(steps: int, warmup: int, repeats: int, default_run: bool) -> str:
         f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}; "
         f"{steps} steps per run ({warmup} warm-up steps not timed), median of {repeats} "
-        f"repeats, batch {cfg.data.batch_size} per domain.",
+        "repeats. Both sides use the composed config's settings (batch per domain, NHWC). "
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+        f"the cases on {os.cpu_count()} cores (the benchmark itself adds about 1; more means "
+        "other processes shared the machine).",
         "",
         "| case | tlframe img/s | plain loop img/s | ratio (median) | ratio range | "
-        "peak RSS so far (MB) |",
-        "|---|---|---|---|---|---|",
+        "peak RSS so far (MB) | settings |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, ours, plain, ratio, low, high, memory in rows:
+    for name, ours, plain, ratio, low, high, memory, settings in rows:
         lines.append(
             f"| {name} | {ours:.0f} | {plain:.0f} | {ratio:.3f} | "
-            f"{low:.3f}-{high:.3f} | {memory:.0f} |"
+            f"{low:.3f}-{high:.3f} | {memory:.0f} | {settings} |"
         )
     if default_run:
         cold, warm = default_run_seconds(root / "default")
@@ -231,8 +262,16 @@ def main(argv: list[str] | None = None) -> None:
         "--no-default-run", action="store_true", help="skip timing the default tlframe-train run"
     )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for every case, e.g. performance.channels_last=true "
+        "data.batch_size=64 (both sides follow them)",
+    )
     args = parser.parse_args(argv)
-    table = run(args.steps, args.warmup, args.repeats, not args.no_default_run)
+    table = run(
+        args.steps, args.warmup, args.repeats, not args.no_default_run, tuple(args.overrides)
+    )
     print(table, end="")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

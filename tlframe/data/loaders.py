@@ -1,7 +1,7 @@
 """DataLoaders for in-memory and streamed splits.
 
 In-memory splits (``TensorSplit``) are indexed a whole batch at a time: the sampler yields
-lists of indices and one tensor indexing builds the batch, with no per-sample Python work.
+a tensor of indices and one tensor indexing builds the batch, with no per-sample Python work.
 Other datasets go through the usual per-item path with workers.
 
 Training order is drawn by ``EpochSampler``: each epoch one shuffle, seeded by the run's seed,
@@ -73,15 +73,31 @@ class EpochSampler(Sampler[int]):
         )
         return order[:total][self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
+    def next_order(self) -> torch.Tensor:
+        """The indices of the current epoch, advancing to the next one."""
         order = self.epoch_order(self.epoch)
         self.epoch += 1
-        return iter(order.tolist())
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.next_order().tolist())
 
 
 class _BatchSampler(BatchSampler):
     """A ``BatchSampler`` that hands ``set_epoch`` on to its sampler (Lightning calls it on
-    a loader's ``sampler``, which for batch-indexed splits is this object)."""
+    a loader's ``sampler``, which for batch-indexed splits is this object).
+
+    Over an ``EpochSampler`` it yields each batch's indices as a slice of the epoch's index
+    tensor rather than a list built one Python int at a time (about 30 us less per batch).
+    """
+
+    def __iter__(self) -> Iterator[torch.Tensor | list[int]]:
+        if not isinstance(self.sampler, EpochSampler):
+            yield from super().__iter__()
+            return
+        order = self.sampler.next_order()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        yield from order[:stop].split(self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.sampler, "set_epoch"):

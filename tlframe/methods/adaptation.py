@@ -51,12 +51,14 @@ class AdaptationModule(TransferModule):
         logits = self.head(features)
         n = len(x_s)
         factor = self.adaptation_factor()
-        self.log("train/lambda", factor)
         alignment = self.alignment_loss(features[:n], features[n:], logits[:n], logits[n:], factor)
         return {
             "cls_source": F.cross_entropy(logits[:n], y_s),
             "alignment": self.trade_off * alignment,
         }
+
+    def training_scalars(self) -> dict[str, float]:
+        return {"lambda": self.adaptation_factor()}  # logged as train/lambda
 
     def alignment_loss(
         self, f_s: Tensor, f_t: Tensor, logits_s: Tensor, logits_t: Tensor, factor: float

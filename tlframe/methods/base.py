@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from tlframe.errors import TlframeError
+from tlframe.log_steps import logs_this_step
 from tlframe.selection import prediction_entropy, soft_neighborhood_density
 
 
@@ -141,22 +142,43 @@ class TransferModule(pl.LightningModule):
                 losses[f"cls_{role}"] = F.cross_entropy(self(x), y)
         return losses
 
+    def training_scalars(self) -> dict[str, float | Tensor]:
+        """Further training values logged as ``train/<name>`` beside the loss terms (e.g.
+        DANN's lambda); asked for only on the steps that log (``logs_this_step``)."""
+        return {}
+
     def training_step(self, batch: Mapping[str, tuple], batch_idx: int) -> Tensor:
         losses = self.training_losses(batch)
         if not losses:
             raise TlframeError(
                 "this stage has no labeled data to learn from; check data.target_labels"
             )
+        loss = torch.stack(list(losses.values())).sum()
+        if not torch.isfinite(loss):  # one check (one device sync) for all the terms
+            self._raise_non_finite(losses, loss)
+        if self.logs_this_step():
+            self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()})
+            self.log_dict({f"train/{k}": v for k, v in self.training_scalars().items()})
+            self.log("train/loss", loss.detach(), prog_bar=True)
+        return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether this training step's values reach the loggers (every
+        ``trainer.log_every_n_steps`` steps): only then are they logged, since each
+        ``self.log`` costs a fixed ~0.6 ms (``tlframe.log_steps``)."""
+        return logs_this_step(self._trainer)
+
+    def _raise_non_finite(self, losses: Mapping[str, Tensor], total: Tensor) -> None:
         for name, value in losses.items():
             if not torch.isfinite(value):
                 raise NonFiniteLossError(
                     f"loss term {name!r} became {value.item()} at step {self.global_step}; "
                     "lower the learning rate or the loss weight"
                 )
-        loss = torch.stack(list(losses.values())).sum()
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()})
-        self.log("train/loss", loss.detach(), prog_bar=True)
-        return loss
+        raise NonFiniteLossError(  # finite terms whose sum overflowed
+            f"the total loss became {total.item()} at step {self.global_step}; "
+            "lower the learning rate or the loss weights"
+        )
 
     # ------------------------------------------------------------ evaluation
     def _evaluate(self, batch: Mapping, prefix: str) -> None:
