@@ -13,7 +13,7 @@ from tlframe.errors import ConfigError
 from tlframe.methods.cdan import MultilinearMap, entropy_weights
 from tlframe.methods.dan import multi_kernel_mmd
 from tlframe.models.layers import GradientReversal
-from tlframe.models.schedules import dann_lambda
+from tlframe.models.schedules import dann_lambda, inverse_decay
 from tlframe.selection import prediction_entropy, resolve_selection, soft_neighborhood_density
 from tlframe.stages import run_stages
 from tlframe.train import build_domains, train
@@ -36,6 +36,31 @@ def test_dann_lambda_schedule_values():
     assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
     assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1)
     assert 0.98 < dann_lambda(0.5) < dann_lambda(1.0) < 1.0
+
+
+def _learning_rates(scheduler, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return rates
+
+
+@pytest.mark.parametrize("total_steps", [1000, 5000])
+def test_inverse_decay_is_per_step_whatever_the_run_length(total_steps):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    rates = _learning_rates(inverse_decay(optimizer, total_steps=total_steps), 1001)
+    for step in (0, 500, 1000):  # the digit recipe: 0.01 (1 + 0.001 i)^-0.75
+        assert rates[step] == pytest.approx(0.01 * (1 + 0.001 * step) ** -0.75)
+
+
+def test_inverse_decay_without_horizon_spans_the_run():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    scheduler = inverse_decay(optimizer, total_steps=100, horizon_steps=None)
+    rates = _learning_rates(scheduler, 101)
+    assert rates[50] == pytest.approx(0.01 * 6**-0.75)  # p = 0.5: (1 + 10 p)^-0.75
+    assert rates[100] == pytest.approx(0.01 * 11**-0.75)
 
 
 def test_mmd_is_zero_for_one_sample_and_grows_with_shift():

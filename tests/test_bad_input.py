@@ -26,7 +26,6 @@ QUIET = [
     "callbacks.feature_space=null",
     "trainer.enable_progress_bar=false",
     "logger=none",
-    "callbacks.lr_monitor=null",  # it needs a logger
     "data.steps_per_epoch=2",
     "trainer.max_epochs=1",
 ]
@@ -84,6 +83,13 @@ CASES = [
             "method=source_only",
         ],
         "source wide16 gives inputs of shape (16,) but target wide32 gives (32,)",
+    ),
+    (
+        DATA,
+        "grey source, colour target",
+        ["target=hand_digits_color", "method=source_only"],
+        "source synth_digits gives inputs of shape (1, 28, 28) but target hand_digits_color "
+        "gives (3, 28, 28); make them equal with the domains' options, e.g. source.channels=3",
     ),
     (
         DATA,

@@ -28,7 +28,6 @@ TINY = [
     "trainer.max_epochs=1",
     "callbacks.progress_bar=null",
     "callbacks.feature_space=null",
-    "callbacks.lr_monitor=null",  # it needs a logger
     "logger=none",
     "trainer.enable_progress_bar=false",
 ]

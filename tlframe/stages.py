@@ -163,9 +163,12 @@ def domain_infos(domains: dict[str, Domain]) -> dict[str, DomainInfo]:
 def build_callbacks(spec: StageSpec, cfg: DictConfig, checkpoint_dir: Path) -> list[pl.Callback]:
     callbacks = []
     show_progress = spec.trainer.get("enable_progress_bar", True)
+    has_logger = any(node and "_target_" in node for node in (cfg.get("logger") or {}).values())
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None or "_target_" not in node or (name == "progress_bar" and not show_progress):
             continue
+        if node._target_.endswith("LearningRateMonitor") and not has_logger:
+            continue  # it has nowhere to write with logger=none, and Lightning would refuse
         overrides = {}
         if node.get("monitor") == "auto":
             overrides.update(monitor=spec.selection.metric, mode=spec.selection.mode)

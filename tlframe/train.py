@@ -95,8 +95,21 @@ def check_input_shapes(domains: dict[str, Domain], same_shape: bool = True) -> N
         raise ConfigError(
             f"source {source.name} gives inputs of shape {tuple(source.input_shape)} but "
             f"target {target.name} gives {tuple(target.input_shape)}; make them equal with the "
-            "domains' options, e.g. target.channels=3 target.image_size=32"
+            f"domains' options, e.g. {_shape_fix(source.input_shape, target.input_shape)}"
         )
+
+
+def _shape_fix(shape_s: tuple[int, ...], shape_t: tuple[int, ...]) -> str:
+    """The overrides that raise the smaller image side to the larger one's channels/size."""
+    if len(shape_s) != 3 or len(shape_t) != 3:
+        return "the same feature width on both sides"
+    (c_s, h_s, _), (c_t, h_t, _) = shape_s, shape_t
+    fixes = []
+    if c_s != c_t:
+        fixes.append(f"{'source' if c_s < c_t else 'target'}.channels={max(c_s, c_t)}")
+    if h_s != h_t:
+        fixes.append(f"{'source' if h_s < h_t else 'target'}.image_size={max(h_s, h_t)}")
+    return " ".join(fixes)
 
 
 def check_label_counts(cfg: DictConfig, domains: dict[str, Domain]) -> None:

@@ -9,11 +9,21 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
 def inverse_decay(
-    optimizer: Optimizer, total_steps: int, alpha: float = 10.0, beta: float = 0.75
+    optimizer: Optimizer,
+    total_steps: int,
+    alpha: float = 10.0,
+    beta: float = 0.75,
+    horizon_steps: int | None = 10_000,
 ) -> LRScheduler:
-    """DANN's annealing mu_p = mu_0 / (1 + alpha p)^beta, p the training progress in [0, 1]."""
-    total = max(int(total_steps), 1)
-    return LambdaLR(optimizer, lambda step: (1.0 + alpha * min(step / total, 1.0)) ** -beta)
+    """DANN's annealing mu_p = mu_0 / (1 + alpha p)^beta, with p = step / horizon_steps.
+
+    A fixed horizon makes the decay per step, as in the DANN digit recipe that tllib
+    publishes (mu_0 (1 + 0.001 i)^-0.75 is alpha=10 over 10,000 steps): a short run then
+    keeps the learning rate its first steps need instead of annealing to a sixth of it.
+    ``horizon_steps=None`` measures p against this run's own length (p in [0, 1]).
+    """
+    horizon = max(int(horizon_steps or total_steps), 1)
+    return LambdaLR(optimizer, lambda step: (1.0 + alpha * min(step / horizon, 1.0)) ** -beta)
 
 
 def cosine(optimizer: Optimizer, total_steps: int, final_fraction: float = 0.0) -> LRScheduler:
