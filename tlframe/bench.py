@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 
 from tlframe.config import config_dir, register_resolvers
 from tlframe.data.datamodule import TransferDataModule
+from tlframe.methods.base import to_channels_last
 from tlframe.models.layers import reverse_gradient
 from tlframe.models.schedules import dann_lambda
 from tlframe.stages import (
@@ -96,8 +97,10 @@ def tlframe_rate(cfg, domains, steps: int, warmup: int) -> float:
     spec = plan_stages(cfg)[0]
     module = build_module(cfg, spec, domain_infos(domains), None)
     timer = StepTimer(warmup, steps)
-    callbacks = build_callbacks(spec, cfg, Path(cfg.paths.output_dir) / "checkpoints") + [timer]
-    trainer = instantiate(spec.trainer, callbacks=callbacks, logger=build_loggers(cfg, spec.name))
+    loggers = build_loggers(cfg, spec.name)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    callbacks = [*build_callbacks(spec, cfg, checkpoints, loggers), timer]
+    trainer = instantiate(spec.trainer, callbacks=callbacks, logger=loggers)
     datamodule = TransferDataModule(domains, spec.train_on, **OmegaConf.to_container(cfg.data))
     trainer.fit(module, datamodule=datamodule)
     images = (steps - warmup) * cfg.data.batch_size * len(spec.train_on)
@@ -134,9 +137,7 @@ def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> floa
 
     def draw(split):
         x, y = split[torch.randint(len(split), (batch,))]
-        if nhwc and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        return (to_channels_last(x) if nhwc else x), y
 
     domain_labels = torch.cat([torch.ones(batch), torch.zeros(batch)])
     start = 0.0

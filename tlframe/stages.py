@@ -160,14 +160,15 @@ def domain_infos(domains: dict[str, Domain]) -> dict[str, DomainInfo]:
     }
 
 
-def build_callbacks(spec: StageSpec, cfg: DictConfig, checkpoint_dir: Path) -> list[pl.Callback]:
+def build_callbacks(
+    spec: StageSpec, cfg: DictConfig, checkpoint_dir: Path, loggers: list
+) -> list[pl.Callback]:
     callbacks = []
     show_progress = spec.trainer.get("enable_progress_bar", True)
-    has_logger = any(node and "_target_" in node for node in (cfg.get("logger") or {}).values())
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None or "_target_" not in node or (name == "progress_bar" and not show_progress):
             continue
-        if node._target_.endswith("LearningRateMonitor") and not has_logger:
+        if node._target_.endswith("LearningRateMonitor") and not loggers:
             continue  # it has nowhere to write with logger=none, and Lightning would refuse
         overrides = {}
         if node.get("monitor") == "auto":
@@ -221,10 +222,11 @@ def run_stage(
     datamodule = TransferDataModule(
         domains, spec.train_on, seed=int(cfg.seed), **OmegaConf.to_container(cfg.data)
     )
+    loggers = build_loggers(cfg, spec.name)
     trainer = instantiate(
         spec.trainer,
-        callbacks=build_callbacks(spec, cfg, run_dir / "checkpoints" / spec.name),
-        logger=build_loggers(cfg, spec.name) or False,
+        callbacks=build_callbacks(spec, cfg, run_dir / "checkpoints" / spec.name, loggers),
+        logger=loggers or False,
     )
     cacheable = not spec.trainer.get("fast_dev_run")
     entry = cache.load(spec.key) if cacheable else None

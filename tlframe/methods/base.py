@@ -130,8 +130,8 @@ class TransferModule(pl.LightningModule):
         if not getattr(self, "channels_last", False):
             return batch
         if "x" in batch:  # an evaluation batch
-            return {**batch, "x": _nhwc(batch["x"])}
-        return {role: (_nhwc(x), y) for role, (x, y) in batch.items()}
+            return {**batch, "x": to_channels_last(batch["x"])}
+        return {role: (to_channels_last(x), y) for role, (x, y) in batch.items()}
 
     # -------------------------------------------------------------- training
     def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
@@ -243,7 +243,8 @@ class TransferModule(pl.LightningModule):
         return min(self.global_step / total, 1.0) if total else 0.0
 
 
-def _nhwc(x: Tensor) -> Tensor:
+def to_channels_last(x: Tensor) -> Tensor:
+    """An image batch in NHWC memory order; other tensors as they are."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
