@@ -42,3 +42,10 @@ def test_both_sides_follow_the_composed_config(monkeypatch):
     assert batches and all(x.shape[1] == 3 for x in batches)
     assert all(x.is_contiguous(memory_format=torch.channels_last) for x in batches)
     assert all(len(x) in (32, 64) for x in batches)  # 64: DANN's source + target
+
+
+def test_a_new_report_keeps_the_hand_written_notes(tmp_path):
+    report = tmp_path / "PERFORMANCE.md"
+    report.write_text("# Performance\n\n| old table |\n\n## Notes\n\nwhy the figures are so\n")
+    assert bench.kept_notes(report) == "\n## Notes\n\nwhy the figures are so\n"
+    assert bench.kept_notes(tmp_path / "missing.md") == ""

@@ -68,12 +68,27 @@ def test_lwf_targets_come_from_the_frozen_source_model(make_cfg, keep_head: bool
 
     module.eval()
     features = module.backbone(x)
-    source_task = module.head if keep_head else module.source_task_head
+    source_task = module.source_task_head  # LwF's old-task head, whichever target head
     with torch.no_grad():
         loss = module.training_losses({"target": (x, y)})["lwf"]
         expected = distillation_loss(source_task(features), reference, module.temperature)
     assert loss.item() > 1e-4  # training moved the new model away from the source model
     assert loss.item() == pytest.approx(module.distill_weight * expected.item(), rel=1e-5)
+
+
+def test_lwf_answers_the_source_with_its_old_task_head_and_the_target_with_the_new(make_cfg):
+    _, module = source_and_target(make_cfg, "lwf")
+    x, y = batch()
+    train_steps(module)  # the two heads, equal at the start, now differ
+    module.eval()
+    assert not torch.equal(module.head.weight, module.source_task_head.weight)
+    with torch.no_grad():
+        features = module.backbone(x)
+        assert torch.equal(module.logits_for(x, "source"), module.source_task_head(features))
+        assert torch.equal(module.logits_for(x, "target"), module.head(features))
+        losses = module.training_losses({"target": (x, y)})
+    expected = torch.nn.functional.cross_entropy(module.head(features), y)
+    assert losses["cls_target"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_distillation_loss_is_zero_only_for_the_teachers_outputs():

@@ -4,6 +4,7 @@ matching and NMI."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from tlframe.data.fonts import DIGIT_FONTS, render_glyphs
 from tlframe.data.synth_letters import LETTERS, synth_letters
 from tlframe.errors import ConfigError
 from tlframe.methods.clustering import cluster_accuracy
-from tlframe.methods.objectives import Autoencoder, Contrastive, nt_xent
+from tlframe.methods.objectives import Autoencoder, Contrastive, Rotation, nt_xent
 from tlframe.methods.self_taught import SelfTaughtPretrain
 from tlframe.models.augment import Augment
 from tlframe.models.backbones import lenet
@@ -41,7 +42,8 @@ def test_synth_letters_has_26_balanced_classes(tmp_path) -> None:
     assert torch.equal(torch.bincount(domain.train.labels), torch.full((26,), 10))
 
 
-def test_pretrain_stage_never_receives_source_labels(make_cfg, monkeypatch) -> None:
+@pytest.mark.parametrize("objective", ["contrastive", "rotation"])
+def test_pretrain_stage_never_receives_source_labels(make_cfg, monkeypatch, objective) -> None:
     seen = []
     original = SelfTaughtPretrain.training_losses
 
@@ -50,7 +52,15 @@ def test_pretrain_stage_never_receives_source_labels(make_cfg, monkeypatch) -> N
         return original(self, batch)
 
     monkeypatch.setattr(SelfTaughtPretrain, "training_losses", spy)
-    record = train(make_cfg("method=self_taught", "data.target_labels=2", *QUICK, *SMALL))
+    record = train(
+        make_cfg(
+            "method=self_taught",
+            f"method.objective={objective}",
+            "data.target_labels=2",
+            *QUICK,
+            *SMALL,
+        )
+    )
     assert len(seen) == 4  # QUICK: 4 steps
     assert all(role == "source" and y is None for role, y in seen)
     assert record["stages"]["pretrain"]["selection"] == "val/source/loss"
@@ -119,7 +129,7 @@ def test_augment_is_batched_seeded_and_changes_images() -> None:
     assert a.shape == x.shape and torch.equal(a, b) and not torch.allclose(a, x)
 
 
-@pytest.mark.parametrize("objective", [Autoencoder, Contrastive])
+@pytest.mark.parametrize("objective", [Autoencoder, Contrastive, Rotation])
 def test_objectives_give_finite_losses_with_gradients(objective) -> None:
     backbone = lenet(input_shape=(1, 28, 28))
     loss_fn = objective(in_features=backbone.out_features, input_shape=(1, 28, 28))
@@ -128,3 +138,28 @@ def test_objectives_give_finite_losses_with_gradients(objective) -> None:
     total.backward()
     assert torch.isfinite(total)
     assert backbone.blocks.conv1[0].weight.grad.abs().sum() > 0
+
+
+def test_rotation_objective_names_each_rotation() -> None:
+    """A backbone that sees the rotation (the row of the brightest pixel) scores near zero
+    loss once its classifier is fit; one blind to it cannot beat chance (log 4)."""
+    x = torch.zeros(4, 1, 8, 8)
+    x[:, :, 0, 3] = 1.0  # a mark in the top row: each rotation moves it to another side
+    objective = Rotation(in_features=4, input_shape=(1, 8, 8))
+
+    def sides(images: torch.Tensor) -> torch.Tensor:  # mass on the top/left/bottom/right
+        rows, cols = images.sum(dim=(1, 3)), images.sum(dim=(1, 2))
+        return torch.stack([rows[:, 0], cols[:, 0], rows[:, -1], cols[:, -1]], dim=1)
+
+    with torch.no_grad():
+        objective.classifier.weight.copy_(10 * torch.eye(4))
+        objective.classifier.bias.zero_()
+        seeing = objective(sides, x)["rotation"]
+        blind = objective(lambda images: torch.zeros(len(images), 4), x)["rotation"]
+    assert seeing.item() < 0.01
+    assert blind.item() == pytest.approx(math.log(4), rel=1e-5)
+
+
+def test_rotation_objective_refuses_non_square_inputs() -> None:
+    with pytest.raises(ConfigError, match="square images"):
+        Rotation(in_features=8, input_shape=(64,))

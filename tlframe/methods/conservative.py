@@ -50,13 +50,16 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
 
 
 class LwF(FineTune):
-    """Cross-entropy on the labeled target examples plus ``distill_weight`` times the
-    distillation loss between the source model's outputs on the same inputs and the new
-    model's source-task outputs.
+    """Cross-entropy of the target head on the labeled target examples plus
+    ``distill_weight`` times the distillation loss between the frozen source model's outputs
+    on the same inputs and those of an old-task head.
 
-    With a kept head the source-task outputs are the head's own; with a new head (other
-    classes) a trainable copy of the source head on the shared backbone gives them, as in
-    LwF's old-task parameters.
+    As in LwF, the network has one head per task on the shared backbone: the old-task head
+    (a trainable copy of the source head, θo) keeps answering the source task and is
+    evaluated on the source domain; the target head (θn: a copy of the source head with
+    ``keep_head``, else new) learns the target labels. With one head for both, the
+    distillation would pull the target predictions back towards the source model's errors
+    on the target inputs.
     """
 
     def __init__(self, *, temperature: float = 2.0, distill_weight: float = 1.0, **kwargs):
@@ -67,17 +70,21 @@ class LwF(FineTune):
     def inherit(self, parts: Mapping[str, nn.Module]) -> None:
         super().inherit(parts)
         self.source_model = Frozen(nn.Sequential(parts["backbone"], parts["head"]))
-        if not self.head_inherited:
-            self.source_task_head = copy.deepcopy(parts["head"])
+        self.source_task_head = copy.deepcopy(parts["head"])
+
+    def logits_for(self, x: Tensor, role: str) -> Tensor:
+        """Source examples are answered by the old-task head, target ones by the new."""
+        head = self.source_task_head if role == "source" else self.head
+        return head(self.backbone(x))
 
     def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
         x, y = batch["target"]
         features = self.backbone(x)
-        logits = self.head(features)
-        source_task = logits if self.head_inherited else self.source_task_head(features)
-        distill = distillation_loss(source_task, self.source_model(x), self.temperature)
+        distill = distillation_loss(
+            self.source_task_head(features), self.source_model(x), self.temperature
+        )
         return {
-            "cls_target": F.cross_entropy(logits, y),
+            "cls_target": F.cross_entropy(self.head(features), y),
             "lwf": self.distill_weight * distill,
         }
 

@@ -8,6 +8,9 @@ a projection head) stay with the pretraining stage, only the backbone is handed 
   al. 2008): reconstruct the clean input from the features of a corrupted one.
 - ``Contrastive``: SimCLR's NT-Xent (Chen et al. 2020): two random views of each image
   must find each other among the batch's views.
+- ``Rotation``: RotNet (Gidaris et al. 2018): tell which of four rotations an image was
+  given, which takes the shape of the object: a cue that textured backgrounds shared by
+  both contrastive views do not offer a shortcut around.
 """
 
 from __future__ import annotations
@@ -99,6 +102,29 @@ class Contrastive(nn.Module):
         views = torch.cat([self.augment(x, generator), self.augment(x, generator)])
         z = F.normalize(self.projection(backbone(views)), dim=1)
         return {"contrastive": nt_xent(z, self.temperature)}
+
+
+class Rotation(nn.Module):
+    """Each image in its four rotations (0, 90, 180, 270 degrees); a linear classifier on
+    the backbone's features must name the rotation. Needs square images."""
+
+    ROTATIONS = 4
+
+    def __init__(self, in_features: int, input_shape: Sequence[int]):
+        super().__init__()
+        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+            raise ConfigError(
+                f"the rotation objective needs square images (C, H, H), got shape "
+                f"{tuple(input_shape)}; use method.objective=autoencoder for other inputs"
+            )
+        self.classifier = nn.Linear(in_features, self.ROTATIONS)
+
+    def forward(
+        self, backbone: nn.Module, x: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        rotated = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(self.ROTATIONS)])
+        labels = torch.arange(self.ROTATIONS, device=x.device).repeat_interleave(len(x))
+        return {"rotation": F.cross_entropy(self.classifier(backbone(rotated)), labels)}
 
 
 def nt_xent(z: Tensor, temperature: float) -> Tensor:
