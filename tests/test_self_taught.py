@@ -94,6 +94,33 @@ def test_frozen_extractor_is_unchanged_by_the_target_stage(make_cfg, finetune: b
     assert "head" not in pretrain.module.parts()
 
 
+def test_head_on_the_first_blocks_sees_their_frozen_copies(make_cfg) -> None:
+    cfg = make_cfg(
+        "method=self_taught",
+        "method.objective=rotation",
+        "method.feature_blocks=2",
+        "data.target_labels=2",
+        *QUICK,
+        *SMALL,
+    )
+    pretrain, target = run_stages(cfg, build_domains(cfg), Path(cfg.paths.output_dir))
+    blocks = target.module.backbone.blocks
+    assert list(blocks._modules) == ["conv1", "conv2", "flatten"]
+    assert target.module.head.in_features == 50 * 4 * 4  # lenet's conv2 output on 28 x 28
+    before = state(pretrain.module.backbone.blocks[:2])
+    after = state(blocks[:2])
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # copied, then frozen
+
+
+def test_feature_blocks_beyond_the_backbone_is_a_config_error(make_cfg) -> None:
+    cfg = make_cfg(
+        "method=self_taught", "method.feature_blocks=9", "data.target_labels=2", *QUICK, *SMALL
+    )
+    with pytest.raises(ConfigError, match="feature_blocks must be null"):
+        run_stages(cfg, build_domains(cfg), Path(cfg.paths.output_dir))
+
+
 def test_cluster_accuracy_matches_a_hand_computed_example() -> None:
     labels = np.array([0, 0, 1, 1, 2, 2])
     # Best map: cluster 1 -> class 0 (2 right), 0 -> 1 (1 right), 2 -> 2 (2 right): 5/6.

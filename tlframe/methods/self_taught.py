@@ -10,6 +10,7 @@ backbone, frozen (``finetune=false``) or trained with it (``finetune=true``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from tlframe.errors import ConfigError
 from tlframe.methods.base import StageContext, TransferModule
 from tlframe.methods.layer_transfer import LayerTransfer
+from tlframe.models.backbones import Backbone
 
 EVAL_SEED = 1234  # validation corruptions/views are the same every epoch: comparable losses
 
@@ -83,15 +85,42 @@ class SelfTaughtPretrain(TransferModule):
 
 
 class FrozenFeatures(LayerTransfer):
-    """A new head on every block of the inherited backbone: frozen (in eval mode, weights
-    and buffers unchanged) unless ``finetune``, which trains them with the head from the
-    first epoch. Layer transfer with all layers copied."""
+    """A new head on the inherited backbone: frozen (in eval mode, weights and buffers
+    unchanged) unless ``finetune``, which trains it with the head from the first epoch.
+    Layer transfer with all layers copied.
+
+    ``feature_blocks=n`` keeps only the first n blocks and puts the head on their flattened
+    output: the later blocks of a self-supervised network grow specific to its pretext task
+    (Gidaris et al. 2018 found RotNet's second conv block the best features).
+    """
 
     def __init__(
-        self, *, finetune: bool = False, inherited: Mapping[str, nn.Module] | None = None, **kw
+        self,
+        *,
+        finetune: bool = False,
+        feature_blocks: int | None = None,
+        inherited: Mapping[str, nn.Module] | None = None,
+        **kw,
     ):
         super().__init__(side="first", layers=0, unfreeze_at_epoch=0 if finetune else None, **kw)
-        self.copied = list(self.backbone.blocks._modules)
+        if feature_blocks is not None:
+            self._keep_first_blocks(feature_blocks, kw["head"])
+        self.copied = [name for name in self.backbone.blocks._modules if name != "flatten"]
         self.finetune = finetune
         if inherited:
             self.inherit(inherited)
+
+    def _keep_first_blocks(self, n: int, head: Callable[..., nn.Module]) -> None:
+        names = list(self.backbone.blocks._modules)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(names):
+            raise ConfigError(
+                f"method.feature_blocks must be null (all blocks) or 1 to {len(names)} (the "
+                f"backbone's blocks: {', '.join(names)}), got {n!r}"
+            )
+        kept = OrderedDict((name, self.backbone.blocks.get_submodule(name)) for name in names[:n])
+        kept["flatten"] = nn.Flatten()
+        task = self.context.domains[self.context.task_role]
+        with torch.no_grad():
+            width = nn.Sequential(kept)(torch.zeros(2, *task.input_shape)).shape[1]
+        self.backbone = Backbone(kept, width)
+        self.head = head(in_features=width, num_classes=task.num_classes)
