@@ -205,10 +205,11 @@ def run(
         cfg = compose_case(case, steps, root, overrides)
         domains = build_domains(cfg)
         ours, plain = [], []
+        sides = [
+            (ours, partial(tlframe_rate, cfg, domains, steps, warmup)),
+            (plain, partial(plain_rate, cfg, domains, steps, warmup, case.adversarial)),
+        ]
         for repeat in range(repeats):
-            measure_ours = partial(tlframe_rate, cfg, domains, steps, warmup)
-            measure_plain = partial(plain_rate, cfg, domains, steps, warmup, case.adversarial)
-            sides = [(ours, measure_ours), (plain, measure_plain)]
             for rates, measure in sides if repeat % 2 == 0 else sides[::-1]:
                 # alternate which side goes first: neither gains from running second
                 pl.seed_everything(0, verbose=False)

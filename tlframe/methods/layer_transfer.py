@@ -21,6 +21,15 @@ from tlframe.methods.finetune import FineTune
 SIDES = ("first", "last")
 
 
+def check_block_count(value: object, names: list[str], option: str, allowed: str, low: int):
+    """``method.<option>`` must count between ``low`` and all of the backbone's blocks."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= len(names):
+        raise ConfigError(
+            f"method.{option} must be {allowed} {low} to {len(names)} (the backbone's "
+            f"blocks: {', '.join(names)}), got {value!r}"
+        )
+
+
 class FreezeCopiedBlocks(BaseFinetuning):
     """Freezes the copied blocks before training and unfreezes them at ``unfreeze_at_epoch``
     (``None``: never; ``0``: fine-tuned from the start).
@@ -84,11 +93,7 @@ class LayerTransfer(FineTune):
         names = [name for name, _ in self.backbone.blocks.named_children()]
         if side not in SIDES:
             raise ConfigError(f"method.side must be first or last, got {side!r}")
-        if isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= len(names):
-            raise ConfigError(
-                f"method.layers must be an integer from 0 to {len(names)} (the backbone's "
-                f"blocks: {', '.join(names)}), got {layers!r}"
-            )
+        check_block_count(layers, names, "layers", "an integer from", low=0)
         if unfreeze_at_epoch is not None and (
             isinstance(unfreeze_at_epoch, bool)
             or not isinstance(unfreeze_at_epoch, int)

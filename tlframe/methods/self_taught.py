@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from tlframe.errors import ConfigError
 from tlframe.methods.base import StageContext, TransferModule
-from tlframe.methods.layer_transfer import LayerTransfer
+from tlframe.methods.layer_transfer import LayerTransfer, check_block_count
 from tlframe.models.backbones import Backbone
 
 EVAL_SEED = 1234  # validation corruptions/views are the same every epoch: comparable losses
@@ -103,24 +103,22 @@ class FrozenFeatures(LayerTransfer):
         **kw,
     ):
         super().__init__(side="first", layers=0, unfreeze_at_epoch=0 if finetune else None, **kw)
+        self.copied = list(self.backbone.blocks._modules)
         if feature_blocks is not None:
-            self._keep_first_blocks(feature_blocks, kw["head"])
-        self.copied = [name for name in self.backbone.blocks._modules if name != "flatten"]
+            self.copied = self._keep_first_blocks(feature_blocks, kw["head"])
         self.finetune = finetune
         if inherited:
             self.inherit(inherited)
 
-    def _keep_first_blocks(self, n: int, head: Callable[..., nn.Module]) -> None:
+    def _keep_first_blocks(self, n: int, head: Callable[..., nn.Module]) -> list[str]:
+        """Cut the backbone after its n-th block, with a new head on it; the kept names."""
         names = list(self.backbone.blocks._modules)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(names):
-            raise ConfigError(
-                f"method.feature_blocks must be null (all blocks) or 1 to {len(names)} (the "
-                f"backbone's blocks: {', '.join(names)}), got {n!r}"
-            )
+        check_block_count(n, names, "feature_blocks", "null (all blocks) or", low=1)
         kept = OrderedDict((name, self.backbone.blocks.get_submodule(name)) for name in names[:n])
         kept["flatten"] = nn.Flatten()
         task = self.context.domains[self.context.task_role]
-        with torch.no_grad():
+        with torch.no_grad():  # two examples: batch norm in training mode needs more than one
             width = nn.Sequential(kept)(torch.zeros(2, *task.input_shape)).shape[1]
         self.backbone = Backbone(kept, width)
         self.head = head(in_features=width, num_classes=task.num_classes)
+        return names[:n]
