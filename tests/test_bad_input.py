@@ -166,6 +166,26 @@ CASES = [
         ["data.batch_size=-8"],
         "data.batch_size must be an integer >= 1, got -8",
     ),
+    (
+        CONFIG,
+        "misspelt Trainer argument",
+        ["++trainer.val_check_intervl=5"],
+        "trainer.val_check_intervl is not an argument of pytorch_lightning.Trainer; "
+        "check its spelling against: ",
+    ),
+    (
+        CONFIG,
+        "misspelt optimizer argument of a second stage",
+        ["method=finetune", "++method.stages.target.optimizer.dampenin=0.1"],
+        "method finetune stage 'target': optimizer.dampenin is not an argument of "
+        "torch.optim.SGD; check its spelling against: dampening, ",
+    ),
+    (
+        CONFIG,
+        "optimizer class that does not exist",
+        ["optimizer._target_=torch.optim.SGDD"],
+        "optimizer._target_=torch.optim.SGDD cannot be imported; name a class or function",
+    ),
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tlframe.errors import ConfigError
 from tlframe.methods.base import DomainInfo
 from tlframe.methods.conservative import distillation_loss
 from tlframe.stages import build_module, plan_stages
@@ -89,6 +90,23 @@ def test_lwf_answers_the_source_with_its_old_task_head_and_the_target_with_the_n
         losses = module.training_losses({"target": (x, y)})
     expected = torch.nn.functional.cross_entropy(module.head(features), y)
     assert losses["cls_target"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("student_mode", ["eval", "train"])
+def test_lwf_distils_the_students_eval_mode_outputs_unless_told_otherwise(make_cfg, student_mode):
+    _, module = source_and_target(make_cfg, "lwf", f"method.student_mode={student_mode}")
+    module.train()  # dropout is on while the module trains, off in the teacher
+    loss = module.training_losses({"target": batch()})["lwf"].item()
+    if student_mode == "eval":  # like with like: at the source weights nothing to distil
+        assert loss == pytest.approx(0, abs=1e-5)
+        assert module.backbone.training and module.source_task_head.training  # mode restored
+    else:  # the training pass's dropout noise is a difference the distillation would fit
+        assert loss > 1e-3, loss
+
+
+def test_lwf_rejects_an_unknown_student_mode(make_cfg):
+    with pytest.raises(ConfigError, match="method.student_mode='test' is not a mode"):
+        source_and_target(make_cfg, "lwf", "method.student_mode=test")
 
 
 def test_distillation_loss_is_zero_only_for_the_teachers_outputs():

@@ -44,6 +44,26 @@ def test_a_sweep_over_target_stage_settings_trains_the_source_stage_once(make_cf
         assert 0.0 <= first["metrics"][key] <= 1.0
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_target_stage_keeps_the_sources_batch_norm_statistics_if_told(
+    make_cfg, tmp_path, freeze: bool
+):
+    run = tmp_path / str(freeze)
+    train(make_cfg("method=finetune", *SMALL, f"method.freeze_bn_stats={freeze}", run_dir=run))
+
+    def batch_norm(stage: str) -> dict[str, torch.Tensor]:
+        weights = torch.load(run / "checkpoints" / stage / "last.ckpt", weights_only=False)
+        return {k: v for k, v in weights["state_dict"].items() if ".bottleneck.1." in k}
+
+    source, target = batch_norm("source"), batch_norm("target")
+    assert source, "lenet's bottleneck has a batch-norm layer"
+    for name in ("running_mean", "running_var"):
+        key = f"backbone.blocks.bottleneck.1.{name}"
+        assert torch.equal(source[key], target[key]) is freeze, key
+    key = "backbone.blocks.bottleneck.1.weight"  # its scale trains either way
+    assert not torch.equal(source[key], target[key])
+
+
 def test_init_from_loads_a_run_dir_or_ckpt_instead_of_training(make_cfg, tmp_path):
     source_run = tmp_path / "source_only"
     trained = train(make_cfg("method=source_only", *SMALL, run_dir=source_run))

@@ -78,3 +78,15 @@ def test_stage_keys_follow_content(make_cfg):
     assert reseeded[0] != keys[0] and reseeded[1] != keys[1]
     lr = [s.key for s in plan_stages(two_stage_cfg(make_cfg, "optimizer.lr=0.5"))]
     assert lr[0] != keys[0]
+
+
+def test_a_stage_may_set_trainer_and_optimizer_arguments_the_global_config_lacks(make_cfg):
+    cfg = make_cfg(
+        "method=finetune",
+        "++method.stages.target.trainer.val_check_interval=10",
+        "++method.stages.target.optimizer.dampening=0.1",
+    )
+    source, target = plan_stages(cfg)
+    assert target.trainer.val_check_interval == 10 and target.optimizer.dampening == 0.1
+    assert "val_check_interval" not in source.trainer and "dampening" not in source.optimizer
+    assert target.trainer.default_root_dir == cfg.trainer.default_root_dir  # still resolves

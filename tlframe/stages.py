@@ -17,6 +17,7 @@ next; finished stages are cached by content key so sweeps and reruns reuse them.
 
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 import time
@@ -105,8 +106,8 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
             name=str(name),
             module=stage_cfg.module,
             train_on=train_on,
-            trainer=OmegaConf.merge(cfg.trainer, stage_cfg.get("trainer") or {}),
-            optimizer=OmegaConf.merge(cfg.optimizer, stage_cfg.get("optimizer") or {}),
+            trainer=_overlay(cfg.trainer, stage_cfg.get("trainer")),
+            optimizer=_overlay(cfg.optimizer, stage_cfg.get("optimizer")),
             scheduler=cfg.get("scheduler") or None,
             selection=resolve_selection(
                 stage_cfg.get("selection") or cfg.get("selection"), train_on
@@ -118,6 +119,15 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
         specs.append(spec)
         previous = spec.key
     return specs
+
+
+def _overlay(base: DictConfig, stage_override: DictConfig | None) -> DictConfig:
+    """A stage's trainer or optimizer settings over the global ones. The stage may set
+    arguments the global config does not list (any Trainer or optimizer argument)."""
+    merged = copy.deepcopy(base)
+    OmegaConf.set_struct(merged, False)
+    merged.merge_with(stage_override or {})
+    return merged
 
 
 def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:

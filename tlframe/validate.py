@@ -5,7 +5,9 @@ Each failure is a ``ConfigError`` whose message names the setting and how to fix
 
 from __future__ import annotations
 
-from hydra.utils import get_class
+import inspect
+
+from hydra.utils import get_class, get_object
 from omegaconf import DictConfig
 
 from tlframe.data.labels import parse_regime
@@ -69,6 +71,8 @@ def validate(cfg: DictConfig) -> None:
     _integer(cfg, "data.num_workers", 0)
     _integer(cfg, "trainer.max_epochs", 1)
     _positive_number(cfg, "optimizer.lr")
+    for group in ("trainer", "optimizer"):
+        _check_arguments(cfg.get(group), group, cfg.get(group))
     parse_regime(cfg.data.get("target_labels"))
     _check_backbone_weights(cfg)
     for name, stage in (cfg.method.get("stages") or {}).items():
@@ -83,6 +87,34 @@ def _check_backbone_weights(cfg: DictConfig) -> None:
         pretrained_weights(node.get("arch", "resnet18"), node.get("weights"))
 
 
+def _check_arguments(
+    node: DictConfig | None, group: str, base: DictConfig | None, where: str = ""
+) -> None:
+    """A misspelt Trainer or optimizer argument is reported now, not as a TypeError once
+    the stage that uses it starts. ``base`` gives the ``_target_`` when ``node`` has none."""
+    if not isinstance(node, DictConfig):
+        return
+    target = node.get("_target_") or (base.get("_target_") if base is not None else None)
+    if target is None:
+        return
+    try:
+        parameters = inspect.signature(get_object(target)).parameters.values()
+    except ImportError as err:
+        raise ConfigError(
+            f"{where}{group}._target_={target} cannot be imported; name a class or "
+            "function by its full module path"
+        ) from err
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    known = {p.name for p in parameters} - {"self", "params"}
+    unknown = sorted(k for k in node if not str(k).startswith("_") and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"{where}{group}.{unknown[0]} is not an argument of {target}; check its "
+            f"spelling against: {', '.join(sorted(known))}"
+        )
+
+
 def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:
     method = cfg.method.get("name", "?")
     if not stage.get("train_on") or "module" not in stage:
@@ -93,6 +125,8 @@ def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:
     # A stage's own settings (often interpolated from method options such as lr_target)
     where = f"method {method} stage {name!r}: "
     _positive_number(stage, "optimizer.lr", where)
+    for group in ("trainer", "optimizer"):  # a stage's own arguments, for the global target
+        _check_arguments(stage.get(group), group, cfg.get(group), where)
     try:
         module_class = get_class(stage.module._target_)
     except Exception as err:

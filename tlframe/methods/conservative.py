@@ -11,13 +11,17 @@ Two kinds, as the fine-tuning literature has them:
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tlframe.errors import ConfigError
 from tlframe.methods.finetune import FineTune
+
+STUDENT_MODES = ("eval", "train")
 
 
 class Frozen(nn.Module):
@@ -33,6 +37,19 @@ class Frozen(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.model.eval()
         return self.model(x)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Runs the block with ``module`` in eval mode (gradients still flow), then puts each
+    of its submodules back in the mode it had."""
+    modes = {sub: sub.training for sub in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in modes.items():
+            sub.training = training
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -60,12 +77,30 @@ class LwF(FineTune):
     ``keep_head``, else new) learns the target labels. With one head for both, the
     distillation would pull the target predictions back towards the source model's errors
     on the target inputs.
+
+    ``student_mode="eval"`` computes the distilled old-task outputs in eval mode, as the
+    teacher's are. In train mode, dropout and batch statistics make them differ from the
+    teacher's even at the source weights; the distillation then fits that difference, and
+    with a few target images it moves the weights away from the source model's.
     """
 
-    def __init__(self, *, temperature: float = 2.0, distill_weight: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        *,
+        temperature: float = 2.0,
+        distill_weight: float = 1.0,
+        student_mode: str = "eval",
+        **kwargs,
+    ):
+        if student_mode not in STUDENT_MODES:
+            raise ConfigError(
+                f"method.student_mode={student_mode!r} is not a mode; use one of "
+                f"{', '.join(STUDENT_MODES)}"
+            )
         super().__init__(**kwargs)
         self.temperature = temperature
         self.distill_weight = distill_weight
+        self.student_mode = student_mode
 
     def inherit(self, parts: Mapping[str, nn.Module]) -> None:
         super().inherit(parts)
@@ -77,11 +112,18 @@ class LwF(FineTune):
         head = self.source_task_head if role == "source" else self.head
         return head(self.backbone(x))
 
+    def old_task_logits(self, x: Tensor, features: Tensor) -> Tensor:
+        """The student's outputs that are distilled (``features``: the training pass's)."""
+        if self.student_mode == "train":
+            return self.source_task_head(features)
+        with eval_mode(self.backbone), eval_mode(self.source_task_head):
+            return self.source_task_head(self.backbone(x))
+
     def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
         x, y = batch["target"]
         features = self.backbone(x)
         distill = distillation_loss(
-            self.source_task_head(features), self.source_model(x), self.temperature
+            self.old_task_logits(x, features), self.source_model(x), self.temperature
         )
         return {
             "cls_target": F.cross_entropy(self.head(features), y),

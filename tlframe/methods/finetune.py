@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from tlframe.errors import ConfigError
 from tlframe.methods.base import TransferModule
@@ -20,10 +21,16 @@ class FineTune(TransferModule):
     """Continue training the inherited backbone (and head) on the stage's labeled data."""
 
     def __init__(
-        self, *, keep_head: bool = True, inherited: Mapping[str, nn.Module] | None = None, **kwargs
+        self,
+        *,
+        keep_head: bool = True,
+        freeze_bn_stats: bool = False,
+        inherited: Mapping[str, nn.Module] | None = None,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.keep_head = keep_head
+        self.freeze_bn_stats = freeze_bn_stats
         self.head_inherited = False  # True once a source head was copied in
         self.built_on_source = False
         if inherited:
@@ -41,6 +48,17 @@ class FineTune(TransferModule):
                 ) from err
             self.head_inherited = True
         self.built_on_source = True
+
+    def on_train_start(self) -> None:
+        """With ``freeze_bn_stats``, batch-norm layers run in eval mode while the rest
+        trains (Lightning's evaluation loops restore that mode after each validation): they
+        normalise with the source's running statistics and keep them, since batches drawn
+        from a few labeled examples per class estimate no population's statistics. Their
+        scale and shift still train."""
+        if self.freeze_bn_stats:
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
 
     def on_fit_start(self) -> None:
         if not self.built_on_source:
