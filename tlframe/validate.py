@@ -72,7 +72,7 @@ def validate(cfg: DictConfig) -> None:
     _integer(cfg, "trainer.max_epochs", 1)
     _positive_number(cfg, "optimizer.lr")
     for group in ("trainer", "optimizer"):
-        _check_arguments(cfg.get(group), group, cfg.get(group))
+        _check_arguments(cfg.get(group), group)
     parse_regime(cfg.data.get("target_labels"))
     _check_backbone_weights(cfg)
     for name, stage in (cfg.method.get("stages") or {}).items():
@@ -88,10 +88,11 @@ def _check_backbone_weights(cfg: DictConfig) -> None:
 
 
 def _check_arguments(
-    node: DictConfig | None, group: str, base: DictConfig | None, where: str = ""
+    node: DictConfig | None, group: str, base: DictConfig | None = None, where: str = ""
 ) -> None:
     """A misspelt Trainer or optimizer argument is reported now, not as a TypeError once
-    the stage that uses it starts. ``base`` gives the ``_target_`` when ``node`` has none."""
+    the stage that uses it starts. ``base`` (the global config a stage's own settings are
+    merged over) gives the ``_target_`` when ``node`` has none."""
     if not isinstance(node, DictConfig):
         return
     target = node.get("_target_") or (base.get("_target_") if base is not None else None)

@@ -11,8 +11,7 @@ Two kinds, as the fine-tuning literature has them:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from tlframe.errors import ConfigError
 from tlframe.methods.finetune import FineTune
+from tlframe.models.modes import eval_mode
 
 STUDENT_MODES = ("eval", "train")
 
@@ -37,19 +37,6 @@ class Frozen(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.model.eval()
         return self.model(x)
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Runs the block with ``module`` in eval mode (gradients still flow), then puts each
-    of its submodules back in the mode it had."""
-    modes = {sub: sub.training for sub in module.modules()}
-    module.eval()
-    try:
-        yield
-    finally:
-        for sub, training in modes.items():
-            sub.training = training
 
 
 def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -116,7 +103,7 @@ class LwF(FineTune):
         """The student's outputs that are distilled (``features``: the training pass's)."""
         if self.student_mode == "train":
             return self.source_task_head(features)
-        with eval_mode(self.backbone), eval_mode(self.source_task_head):
+        with eval_mode(self.backbone, self.source_task_head):
             return self.source_task_head(self.backbone(x))
 
     def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:

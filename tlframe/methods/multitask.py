@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tlframe.errors import ConfigError
 from tlframe.methods.base import StageContext, TransferModule
 from tlframe.models.backbones import Backbone
+from tlframe.models.modes import eval_mode
 
 ARCHITECTURES = ("shared_input", "separate_input")
 
@@ -140,11 +141,9 @@ def _split_inputs(
         {role: nn.Sequential(*list(b.blocks)[:input_blocks]) for role, b in built.items()}
     )
     outs = {}
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(*inputs.values()):
         for role, layers in inputs.items():
-            layers.eval()
             outs[role] = tuple(layers(torch.zeros(2, *shapes[role])).shape[1:])
-            layers.train()
     if len(set(outs.values())) > 1:
         raise ConfigError(
             f"the first {input_blocks} backbone blocks map the domains to different shapes "

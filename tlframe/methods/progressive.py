@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from tlframe.methods.base import TransferModule
 from tlframe.models.backbones import Backbone
+from tlframe.models.modes import eval_mode
 
 
 def lateral_adapter(source: tuple[int, ...], target: tuple[int, ...]) -> nn.Module:
@@ -154,12 +155,9 @@ class Progressive(TransferModule):
 
 def _block_output_shapes(column: Backbone, input_shape) -> list[tuple[int, ...]]:
     """Per-example output shape of every block of ``column`` (probed in eval mode)."""
-    was_training = column.training
-    column.eval()
     shapes, h = [], torch.zeros(2, *input_shape)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(column):
         for block in column.blocks:
             h = block(h)
             shapes.append(tuple(h.shape[1:]))
-    column.train(was_training)
     return shapes
