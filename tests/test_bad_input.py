@@ -62,7 +62,38 @@ CASES = [
         CONFIG,
         "selection on target labels the setting lacks",
         ["method=dann", "data.target_labels=none", "selection=target"],
-        "selection=target reads target labels",
+        "selection=target reads target validation labels this setting does not have",
+    ),
+    (
+        CONFIG,
+        "selection on the full target validation split of a k-shot setting",
+        ["method=finetune", "data.target_labels=10", "selection=val/target/acc"],
+        "selection=val/target/acc reads target validation labels this setting does not have",
+    ),
+    (
+        CONFIG,
+        "held-out selection with one label per class",
+        ["method=target_only", "data.target_labels=1", "selection=holdout"],
+        "selection=holdout holds out part of the k labeled target examples per class, but "
+        "data.target_labels=1; use selection=last",
+    ),
+    (
+        CONFIG,
+        "held-out fraction out of range",
+        ["method=target_only", "data.target_labels=4", "selection=holdout", "holdout.fraction=1"],
+        "holdout.fraction must lie strictly between 0 and 1, got 1",
+    ),
+    (
+        CONFIG,
+        "a search on a test metric",
+        ["optimized_metric=test/target/acc"],
+        "optimized_metric=test/target/acc is a test figure",
+    ),
+    (
+        CONFIG,
+        "a search on an oracle metric",
+        ["method=dann", "optimized_metric=val/target/oracle_acc"],
+        "optimized_metric=val/target/oracle_acc reads labels this setting does not have",
     ),
     (
         DATA,

@@ -69,11 +69,14 @@ def test_a_preset_searches_settings_that_exist_on_a_metric_it_may_read(name):
         assert OmegaConf.select(cfg, key) is not None, f"{name} searches a missing {key}"
     metric = cfg.optimized_metric
     assert metric is None or metric.startswith("val/"), "the test split never selects"
+    assert metric is None or "oracle" not in metric, "reads labels the setting lacks"
     last_stage = list(cfg.method.stages.values())[-1]
     regime = OmegaConf.to_container(last_stage.train_on, resolve=True).get("target")
     if regime is not None and parse_regime(regime) == "none":  # adapts to unlabeled data
         assert metric is not None, "selection=auto keeps the final weights: no value"
-        assert not metric.startswith("val/target/acc"), "reads target labels it has not"
+        assert metric.split("/")[1:] != ["target", "acc"], "reads target labels it has not"
+    if metric is None:  # the selection metric: held-out labels, never the validation split
+        assert cfg.selection == "holdout"
 
 
 @needs_optuna
@@ -119,14 +122,16 @@ def test_a_two_trial_search_runs_both_trials_and_records_the_best(
 @needs_optuna
 def test_a_search_on_a_missing_metric_names_the_ones_to_choose(tmp_path, monkeypatch, capsys):
     """DANN keeps its final weights (selection=auto): no selection metric to optimise."""
-    argv = ["hparams_search=controls_optuna", "method=dann", "hydra.sweeper.n_trials=1"]
+    argv = ["hparams_search=controls_optuna", "method=dann", "selection=last"]
+    argv.append("hydra.sweeper.n_trials=1")
     argv += [f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.cache_dir={tmp_path / 'cache'}"]
     code = run_cli(entrypoint.main, "tlframe-train", [*argv, *TINY[1:]], monkeypatch)
     assert code != 0  # Optuna stops: its only trial has no value
     log = capsys.readouterr().out  # the job's log (Hydra's console handler)
     warning = next(line for line in log.splitlines() if "[tlframe][WARNING]" in line)
     assert "optimized_metric step (selection keeps the final weights) is not" in warning
-    assert "val/target/snd" in warning and "test/" not in warning
+    assert "val/target/im" in warning and "val/target/snd" in warning
+    assert "test/" not in warning and "oracle" not in warning  # only what a search may read
 
 
 def test_hparams_search_without_the_optuna_plugin_is_one_line(tmp_path, monkeypatch, capsys):

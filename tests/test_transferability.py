@@ -260,6 +260,10 @@ def job(root: Path, num: int, method: str, source: str, target_acc: float) -> No
         "selection": "val/target/acc",
         "metrics": {"test/target/acc": target_acc, "test/source/acc": 0.9},
         "config": {"data": {"target_labels": 10}},
+        "labels_read": {
+            "source": "all" if method == "finetune" else "none",
+            "target": "10 per class",
+        },
     }
     (folder / "metrics.json").write_text(json.dumps(record))
 
@@ -296,7 +300,7 @@ def test_report_sets_the_ranks_beside_the_measured_transfer(tmp_path, capsys):
     table = [("a", 0.9, -2.0, 0.5), ("b", 0.5, -1.5, 1.0), ("c", 0.1, -1.0, 1.5)]
     rank_table(tmp_path / "elsewhere" / "rank.csv", table)
     text = report(sweep, [tmp_path / "elsewhere"])
-    assert "### finetune -> hand_digits (target_labels=10), ranked by LogME" in text
+    assert "### finetune -> hand_digits (source all, target 10 per class), ranked by LogME" in text
     line_a = next(line for line in text.splitlines() if line.startswith("| a | 1 |"))
     assert "0.9000" in line_a and "90.0 ± 0.0" in line_a and "+30.0" in line_a
     assert (

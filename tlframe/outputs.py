@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from tlframe.data.labels import richer
 from tlframe.distributed import is_rank_zero
 from tlframe.io import atomic_write_json
 from tlframe.stages import StageResult
@@ -22,6 +23,22 @@ HPARAM_GROUPS = ("method", "source", "target", "backbone", "head", "optimizer", 
 def final_metrics(results: Sequence[StageResult]) -> dict[str, Any]:
     """The last stage's evaluation is the run's result."""
     return dict(results[-1].metrics) if results else {}
+
+
+def labels_read(results: Sequence[StageResult], roles: Sequence[str]) -> dict[str, str]:
+    """Per domain, the labels the run read to train or to select its checkpoints: ``all``,
+    ``<k> per class`` or ``none``, and ``+ validation labels (oracle)`` where an oracle
+    selection read more than the setting has."""
+    regimes: dict[str, Any] = {role: "none" for role in roles}
+    for result in results:
+        for role, regime in result.train_on.items():
+            regimes[role] = richer(regimes.get(role, "none"), regime)
+    read = {role: f"{r} per class" if isinstance(r, int) else str(r) for role, r in regimes.items()}
+    for result in results:
+        role = result.selection.role
+        if result.selection.oracle and role in read and "oracle" not in read[role]:
+            read[role] += " + validation labels (oracle)"
+    return read
 
 
 def write_metrics(
@@ -40,12 +57,14 @@ def write_metrics(
         "seed": int(cfg.seed),
         "selection": results[-1].selection.label if results else None,
         "selection_metric": results[-1].selection.metric if results else None,
+        "labels_read": labels_read(results, list(domain_names)),
         "metrics": metrics,
         "stages": {
             r.name: {
                 "metrics": r.metrics,
                 "cached": r.cached,
                 "selection": r.selection.label,
+                "selected_step": r.selected_step,
                 "best_checkpoint": r.best_checkpoint,
                 "fit_seconds": round(r.fit_seconds, 3),
                 "test_seconds": round(r.test_seconds, 3),

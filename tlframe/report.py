@@ -1,12 +1,15 @@
 """``tlframe-report <run or sweep dir>``: collect every job's metrics.json into tables.
 
-One row per (method, source, target, setting) with mean ± std over seeds and the number of
-seeds, the selection rule, and the gain over the source_only / target_only controls of the
-same pair when the sweep has them. A setting is the label regime plus every config value the
-sweep varied besides method, domains and seed. Jobs without a complete metrics.json (failed,
-or still running) are listed with their error line. Writes ``report.md`` and ``report.csv``
-into the folder, and the figures of ``tlframe.plots.report_figures`` when the sweep has
-several pairs or varies one numeric setting. Reads only metrics.json (and error.json) files.
+One row per (method, source, target, labels read, setting) with mean ± std over seeds and
+the number of seeds, the selection rule, and the gain over the source_only / target_only
+controls of the same pair and setting when the sweep has them (target_only reading the same
+target labels as the row). "labels read" is what each job read per domain, to train or to
+select (``labels_read`` of its metrics.json); a setting is every other config value the
+sweep varied besides method, domains, seed and the label budget. Jobs without a complete
+metrics.json (failed, or still running) are listed with their error line. Writes
+``report.md`` and ``report.csv`` into the folder, and the figures of
+``tlframe.plots.report_figures`` when the sweep has several pairs or varies one numeric
+setting. Reads only metrics.json (and error.json) files.
 
 With ``--rank <tlframe-rank run dir or rank.csv>`` (repeatable; without it, every
 ``rank.csv`` inside the sweep folder, e.g. from ``tlframe-rank hydra.run.dir=<sweep>/rank``)
@@ -74,18 +77,28 @@ def _read_json(path: Path) -> dict | None:
 
 def summarise(records: list[dict]) -> list[dict[str, Any]]:
     settings = job_settings(records)
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for record, setting in zip(records, settings, strict=True):
-        key = (record["method"], record["source"], record["target"], setting)
-        groups[key].append(record)
+        read = labels_read(record)
+        labels = ", ".join(f"{role} {value}" for role, value in sorted(read.items()))
+        key = (record["method"], record["source"], record["target"], labels, setting)
+        # Jobs that differ only in a label budget they do not read (source_only in a sweep
+        # over data.target_labels) are one run: counted once per seed.
+        groups[key].setdefault(record.get("seed"), record)
     rows = []
-    for (method, source, target, setting), members in sorted(groups.items(), key=_sort_key):
+    for (method, source, target, labels, setting), by_seed in sorted(groups.items(), key=_sort_key):
+        members = list(by_seed.values())
+        target_read = labels_read(members[0]).get("target", "none")
+        k = target_read.split(" ")[0]
         row: dict[str, Any] = {
             "method": method,
             "source": source,
             "target": target,
+            "labels read": labels,
+            "target_read": target_read,
             "setting": ", ".join(f"{k}={v}" for k, v in setting),
-            "settings": dict(setting),
+            # what the figures plot against: the swept values and the labels per class read
+            "settings": {**({"target_labels": int(k)} if k.isdigit() else {}), **dict(setting)},
             "seeds": len(members),
             "selection": members[0].get("selection"),
         }
@@ -97,14 +110,25 @@ def summarise(records: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def labels_read(record: dict) -> dict[str, str]:
+    """The labels a job read per domain (``labels_read`` of its metrics.json; a record
+    written before tlframe kept it falls back on the configured target labels)."""
+    read = record.get("labels_read")
+    if isinstance(read, dict) and read:
+        return {str(role): str(value) for role, value in read.items()}
+    configured = ((record.get("config") or {}).get("data") or {}).get("target_labels", "all")
+    return {"target": f"{configured} per class" if str(configured).isdigit() else str(configured)}
+
+
 def _sort_key(item: tuple) -> tuple:
     """Groups in name order, numeric settings by value (so 2 comes before 10)."""
-    (method, source, target, setting), _ = item
+    (method, source, target, labels, setting), _ = item
     values = tuple(
         (isinstance(v, int | float), v if isinstance(v, int | float) else 0, str(v))
         for _, v in setting
     )
-    return (str(method), str(source), str(target), values)
+    per_class = [int(word) for word in labels.split() if word.isdigit()]
+    return (str(method), str(source), str(target), per_class, labels, values)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -150,14 +174,13 @@ def swept_keys(records: list[dict]) -> list[str]:
 
 
 def job_settings(records: list[dict]) -> list[tuple[tuple[str, Any], ...]]:
-    """Each job's setting: its label regime, then the other swept config values."""
+    """Each job's setting: the swept config values besides the label budget (what a job
+    read of it is its ``labels read``)."""
     keys = [k for k in swept_keys(records) if k != LABELS_KEY]
     settings = []
     for record in records:
         values = _flatten(record.get("config") or {})
-        setting = [("target_labels", values.get(LABELS_KEY, "all"))]
-        setting += [(key, values[key]) for key in keys if key in values]
-        settings.append(tuple(setting))
+        settings.append(tuple((key, values[key]) for key in keys if key in values))
     return settings
 
 
@@ -169,11 +192,22 @@ def _mean_std(values: list[float]) -> tuple[float, float] | None:
 
 
 def _add_gains(rows: list[dict]) -> None:
-    index = {(r["method"], r["source"], r["target"], r["setting"]): r for r in rows}
+    """Gains over the controls of the same pair and setting: source_only (no target label),
+    and target_only reading the same target labels as the row."""
     for row in rows:
         mine = row["test/target/acc"]
         for control in CONTROLS:
-            other = index.get((control, row["source"], row["target"], row["setting"]))
+            other = next(
+                (
+                    r
+                    for r in rows
+                    if r["method"] == control
+                    and (r["source"], r["target"], r["setting"])
+                    == (row["source"], row["target"], row["setting"])
+                    and (control == "source_only" or r["target_read"] == row["target_read"])
+                ),
+                None,
+            )
             if other and mine and other["test/target/acc"] and row["method"] != control:
                 row[f"gain_vs_{control}"] = mine[0] - other["test/target/acc"][0]
 
@@ -193,6 +227,7 @@ COLUMNS = (
     "method",
     "source",
     "target",
+    "labels read",
     "setting",
     "seeds",
     "test/target/acc",
@@ -289,7 +324,8 @@ def compare_ranks(rows: list[dict], rank_rows: list[dict]) -> list[dict[str, Any
     for row in rows:
         ranked = by_target.get(row["target"], {}).get(row["source"])
         if ranked and row["method"] != "target_only" and row["test/target/acc"]:
-            groups[(row["target"], row["method"], row["setting"])].append((ranked, row))
+            setting = "; ".join(p for p in (row["labels read"], row["setting"]) if p)
+            groups[(row["target"], row["method"], setting)].append((ranked, row))
     comparisons = []
     for (target, method, setting), pairs in sorted(groups.items()):
         pairs.sort(key=lambda pair: pair[0]["rank"] or math.inf)

@@ -21,24 +21,25 @@ import copy
 import logging
 import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from tlframe.cache import StageCache, code_version, content_key
 from tlframe.checkpoints import file_digest, load_weights, resolve_checkpoint
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.domain import Domain
-from tlframe.data.labels import parse_regime
+from tlframe.data.labels import method_setting, parse_regime
 from tlframe.distributed import is_rank_zero, job_processes
 from tlframe.errors import ConfigError, DataError
 from tlframe.io import safe_load
 from tlframe.methods.base import DomainInfo, StageContext
-from tlframe.selection import Selection, resolve_selection
+from tlframe.selection import Holdout, Selection, holdout_options, resolve_selection
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class StageSpec:
     optimizer: DictConfig
     scheduler: DictConfig | None
     selection: Selection
+    setting: dict[str, Any] = field(default_factory=dict)  # the method's labels per domain
+    holdout: Holdout | None = None  # selection=holdout in a k-shot stage
     key: str = ""
     init_from: Path | None = None  # load this checkpoint instead of training the stage
 
@@ -88,6 +91,8 @@ class StageResult:
     test_seconds: float
     best_checkpoint: str | None = None
     loggers: list = field(default_factory=list)
+    selected_step: int | None = None  # the training step whose weights were kept
+    train_on: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_stages(cfg: DictConfig) -> list[StageSpec]:
@@ -95,23 +100,26 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
     stages_cfg = cfg.method.get("stages")
     if not stages_cfg:
         raise ConfigError(f"method {cfg.method.get('name')!r} declares no stages")
+    # a method extending another drops a stage with `<name>: null`
+    declared = {str(name): stage for name, stage in stages_cfg.items() if stage is not None}
+    regimes = {name: stage_regimes(stage) for name, stage in declared.items()}
+    setting = method_setting(list(regimes.values()))
     specs, previous = [], None
-    for name, stage_cfg in stages_cfg.items():
-        if stage_cfg is None:  # a method extending another drops a stage with `<name>: null`
-            continue
-        train_on = OmegaConf.to_container(stage_cfg.train_on, resolve=True)
-        for role, regime in train_on.items():
-            train_on[role] = parse_regime(regime)
+    for name, stage_cfg in declared.items():
+        train_on = regimes[name]
+        selection = resolve_selection(
+            stage_cfg.get("selection") or cfg.get("selection"), train_on, setting
+        )
         spec = StageSpec(
-            name=str(name),
+            name=name,
             module=stage_cfg.module,
             train_on=train_on,
             trainer=_overlay(cfg.trainer, stage_cfg.get("trainer")),
             optimizer=_overlay(cfg.optimizer, stage_cfg.get("optimizer")),
             scheduler=cfg.get("scheduler") or None,
-            selection=resolve_selection(
-                stage_cfg.get("selection") or cfg.get("selection"), train_on
-            ),
+            selection=selection,
+            setting=setting,
+            holdout=holdout_options(cfg.get("holdout")) if selection.holdout else None,
         )
         if stage_cfg.get("init_from"):
             spec.init_from = resolve_checkpoint(stage_cfg.init_from, spec.name)
@@ -119,6 +127,12 @@ def plan_stages(cfg: DictConfig) -> list[StageSpec]:
         specs.append(spec)
         previous = spec.key
     return specs
+
+
+def stage_regimes(stage_cfg: DictConfig) -> dict[str, Any]:
+    """A stage's ``train_on``: each domain's label regime, normalised."""
+    train_on = OmegaConf.to_container(stage_cfg.train_on, resolve=True)
+    return {role: parse_regime(regime) for role, regime in train_on.items()}
 
 
 def _overlay(base: DictConfig, stage_override: DictConfig | None) -> DictConfig:
@@ -141,6 +155,7 @@ def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
         "module": plain(spec.module),
         "train_on": spec.train_on,
         "selection": spec.selection.label,
+        "holdout": asdict(spec.holdout) if spec.holdout else None,
         "trainer": {k: v for k, v in plain(spec.trainer).items() if k not in _DISPLAY_ONLY},
         "optimizer": plain(spec.optimizer),
         "scheduler": plain(spec.scheduler),
@@ -206,7 +221,13 @@ def build_module(
         head=instantiate(cfg.head),
         optimizer=instantiate(spec.optimizer),
         scheduler=instantiate(spec.scheduler) if spec.scheduler else None,
-        context=StageContext(domains=infos, train_on=spec.train_on, name=spec.name),
+        context=StageContext(
+            domains=infos,
+            train_on=spec.train_on,
+            name=spec.name,
+            setting=spec.setting,
+            selection_metric=spec.selection.metric,
+        ),
         inherited=inherited,
     )
     performance = cfg.get("performance") or {}
@@ -227,11 +248,9 @@ def run_stage(
 ) -> StageResult:
     """Fit one stage (or take it from the cache), restore its selected weights, test it."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    infos = domain_infos(domains)
-    module = build_module(cfg, spec, infos, inherited)
-    datamodule = TransferDataModule(
-        domains, spec.train_on, seed=int(cfg.seed), **OmegaConf.to_container(cfg.data)
-    )
+    module = build_module(cfg, spec, domain_infos(domains), inherited)
+    fraction = spec.holdout.fraction if spec.holdout else None
+    datamodule = _datamodule(cfg, spec, domains, fraction)
     loggers = build_loggers(cfg, spec.name)
     trainer = instantiate(
         spec.trainer,
@@ -240,13 +259,14 @@ def run_stage(
     )
     cacheable = not spec.trainer.get("fast_dev_run")
     entry = cache.load(spec.key) if cacheable else None
-    best_path, fit_seconds = None, 0.0
+    best_path, fit_seconds, selected = None, 0.0, {}
     if spec.init_from:
         load_weights(module, spec.init_from)
         best_path = str(spec.init_from)
         log.info("stage %s: loaded from %s instead of training", spec.name, spec.init_from)
     elif entry is not None:
         module.load_state_dict(entry["state_dict"])
+        selected = dict((entry.get("info") or {}).get("selected") or {})
         log.info("stage %s: reused from cache %s", spec.name, cache.path(spec.key))
     else:
         log.info(
@@ -257,13 +277,17 @@ def run_stage(
         )
         start = time.perf_counter()
         _fit(trainer, module, datamodule, _resume_point(cfg, spec, run_dir))
+        best_path, selected = _restore_best(trainer, module)
+        if spec.holdout and spec.holdout.retrain and selected.get("step"):
+            module, trainer, best_path = _retrain(
+                cfg, spec, domains, inherited, run_dir, selected["step"]
+            )
         fit_seconds = time.perf_counter() - start
-        best_path = _restore_best(trainer, module)
         if cacheable and is_rank_zero():  # every DDP process holds the same weights
             cache.store(
                 spec.key,
                 module.state_dict(),
-                {"stage": spec.name, "selection": spec.selection.label},
+                {"stage": spec.name, "selection": spec.selection.label, "selected": selected},
             )
     start = time.perf_counter()
     results = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -271,6 +295,8 @@ def run_stage(
     for per_loader in results:
         metrics.update({k: float(v) for k, v in per_loader.items()})
     metrics.update(getattr(module, "per_class_results", {}))
+    if spec.selection.holdout and selected.get("score") is not None:
+        metrics[spec.selection.metric] = selected["score"]  # of the selected step, held out
     return StageResult(
         name=spec.name,
         selection=spec.selection,
@@ -281,7 +307,52 @@ def run_stage(
         test_seconds=time.perf_counter() - start,
         best_checkpoint=best_path,
         loggers=trainer.loggers,
+        selected_step=selected.get("step"),
+        train_on=spec.train_on,
     )
+
+
+def _datamodule(
+    cfg: DictConfig, spec: StageSpec, domains: dict[str, Domain], holdout: float | None
+) -> TransferDataModule:
+    data = OmegaConf.to_container(cfg.data)
+    return TransferDataModule(
+        domains, spec.train_on, seed=int(cfg.seed), holdout_fraction=holdout, **data
+    )
+
+
+def _retrain(
+    cfg: DictConfig,
+    spec: StageSpec,
+    domains: dict[str, Domain],
+    inherited: dict | None,
+    run_dir: Path,
+    steps: int,
+) -> tuple[pl.LightningModule, pl.Trainer, str]:
+    """``holdout.retrain``: train the stage again from its start, on all k labeled examples
+    per class, for the number of steps the held-out examples selected; keep the final
+    weights (saved as the stage's ``best.ckpt``)."""
+    log.info("stage %s: retraining on all its labeled examples for %d steps", spec.name, steps)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module = build_module(cfg, spec, domain_infos(domains), inherited)
+    loggers = build_loggers(cfg, f"{spec.name}_retrain")
+    checkpoint_dir = run_dir / "checkpoints" / spec.name
+    callbacks = [
+        callback
+        for callback in build_callbacks(spec, cfg, checkpoint_dir, loggers)
+        if not isinstance(callback, ModelCheckpoint)
+    ]
+    trainer = instantiate(
+        spec.trainer,
+        max_steps=steps,
+        limit_val_batches=0,
+        callbacks=callbacks,
+        logger=loggers or False,
+    )
+    trainer.fit(module, datamodule=_datamodule(cfg, spec, domains, None))
+    path = checkpoint_dir / "best.ckpt"
+    trainer.save_checkpoint(path, weights_only=True)
+    return module, trainer, str(path)
 
 
 def _fit(trainer: pl.Trainer, module, datamodule, resume: Path | None) -> None:
@@ -306,15 +377,23 @@ def _resume_point(cfg: DictConfig, spec: StageSpec, run_dir: Path) -> Path | Non
     return None
 
 
-def _restore_best(trainer: pl.Trainer, module: pl.LightningModule) -> str | None:
-    """Load the checkpoint chosen by the selection metric (safely: weights only)."""
+def _restore_best(
+    trainer: pl.Trainer, module: pl.LightningModule
+) -> tuple[str | None, dict[str, Any]]:
+    """Load the checkpoint chosen by the selection metric (safely: weights only); its path,
+    and its training step and score."""
     callback = trainer.checkpoint_callback
     path = getattr(callback, "best_model_path", "") if callback else ""
     if not path:
-        return None
+        return None, {}
     checkpoint = safe_load(path)
     module.load_state_dict(checkpoint["state_dict"])
-    return str(path)
+    score = callback.best_model_score
+    selected = {
+        "step": int(checkpoint.get("global_step", 0)),
+        "score": None if score is None else float(score),
+    }
+    return str(path), selected
 
 
 def run_stages(cfg: DictConfig, domains: dict[str, Domain], run_dir: Path) -> list[StageResult]:

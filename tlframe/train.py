@@ -181,7 +181,10 @@ def _print_summary(record: dict[str, Any], run_dir: Path) -> None:
         f"{record['method']}: {record['source']} -> {record['target']} (seed {record['seed']})"
     ]
     for key in sorted(k for k, v in metrics.items() if isinstance(v, float)):
-        lines.append(f"  {key:<24} {metrics[key]:.4f}")
+        note = "  (oracle: reads labels this setting lacks)" if "oracle" in key else ""
+        lines.append(f"  {key:<24} {metrics[key]:.4f}{note}")
+    read = ", ".join(f"{role} {labels}" for role, labels in record["labels_read"].items())
+    lines.append(f"  labels read: {read}")
     lines.append(f"  selected on {record['selection']}; wall time {record['wall_time_s']:.1f} s")
     lines.append(f"  run dir: {run_dir}")
     print("\n".join(lines), flush=True)
@@ -235,7 +238,9 @@ def _optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
         return float(value)
     if _in_sweep() and _searching_sweeper():
         choices = sorted(
-            k for k, v in record["metrics"].items() if k.startswith("val/") and isinstance(v, float)
+            k
+            for k, v in record["metrics"].items()
+            if k.startswith("val/") and "oracle" not in k and isinstance(v, float)
         )
         why = " (selection keeps the final weights)" if key == "step" else ""
         log.warning(

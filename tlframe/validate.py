@@ -10,10 +10,10 @@ import inspect
 from hydra.utils import get_class, get_object
 from omegaconf import DictConfig
 
-from tlframe.data.labels import parse_regime
+from tlframe.data.labels import method_setting, parse_regime
 from tlframe.errors import ConfigError
 from tlframe.models.backbones import pretrained_weights
-from tlframe.selection import resolve_selection
+from tlframe.selection import holdout_options, resolve_selection
 
 # Backbones whose ``arch`` and ``weights`` name torchvision models and weights.
 _TORCHVISION_BACKBONES = {"tlframe.models.backbones.resnet"}
@@ -75,9 +75,38 @@ def validate(cfg: DictConfig) -> None:
         _check_arguments(cfg.get(group), group)
     parse_regime(cfg.data.get("target_labels"))
     _check_backbone_weights(cfg)
-    for name, stage in (cfg.method.get("stages") or {}).items():
-        if stage is not None:  # a stage dropped by a method that extends another
-            _check_stage(cfg, str(name), stage)
+    stages = _stages(cfg)
+    setting = method_setting(
+        [dict(s.train_on) for s in stages.values() if isinstance(s.get("train_on"), DictConfig)]
+    )
+    for name, stage in stages.items():
+        _check_stage(cfg, name, stage, setting)
+    holdout_options(cfg.get("holdout"))
+    _check_optimized_metric(cfg.get("optimized_metric"))
+
+
+def _stages(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The method's stages, less those a method extending another drops (``<name>: null``)."""
+    stages = cfg.method.get("stages") or {}
+    return {str(name): stage for name, stage in stages.items() if stage is not None}
+
+
+def _check_optimized_metric(metric: str | None) -> None:
+    """A search optimises only what model selection may read: never the test split, never
+    labels the setting lacks (the oracle figures)."""
+    if metric is None:
+        return
+    if str(metric).startswith("test/"):
+        raise ConfigError(
+            f"optimized_metric={metric} is a test figure: tuning on it makes the test "
+            "split choose; optimise a val/ metric, e.g. optimized_metric=val/target/im"
+        )
+    if "oracle" in str(metric):
+        raise ConfigError(
+            f"optimized_metric={metric} reads labels this setting does not have; optimise "
+            "what it has: val/target/holdout_acc (selection=holdout) with k target labels, "
+            "or a label-free val/target/im, snd or dev without target labels"
+        )
 
 
 def _check_backbone_weights(cfg: DictConfig) -> None:
@@ -116,7 +145,7 @@ def _check_arguments(
         )
 
 
-def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:
+def _check_stage(cfg: DictConfig, name: str, stage: DictConfig, setting: dict) -> None:
     method = cfg.method.get("name", "?")
     if not stage.get("train_on") or "module" not in stage:
         raise ConfigError(
@@ -138,7 +167,7 @@ def _check_stage(cfg: DictConfig, name: str, stage: DictConfig) -> None:
     # A stage that needs no labels and sees none (k-means at test time) may train 0 epochs.
     trains = getattr(module_class, "needs_labels", True) or set(regimes.values()) != {"none"}
     _integer(stage, "trainer.max_epochs", 1 if trains else 0, where)
-    resolve_selection(stage.get("selection") or cfg.get("selection"), regimes)
+    resolve_selection(stage.get("selection") or cfg.get("selection"), regimes, setting)
     if getattr(module_class, "needs_labels", True) and set(regimes.values()) == {"none"}:
         raise ConfigError(
             f"method {method} trains on {', '.join(regimes)} with labels, but "

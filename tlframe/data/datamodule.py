@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from tlframe.data.domain import Domain, TensorSplit, split_labels
-from tlframe.data.labels import LabelRegime, k_per_class, parse_regime
+from tlframe.data.labels import LabelRegime, hold_out, k_per_class, parse_regime
 from tlframe.data.loaders import eval_loader, train_loader
 from tlframe.errors import ConfigError
 
@@ -44,6 +44,7 @@ class TransferDataModule(pl.LightningDataModule):
         eval_batch_size: int = 512,
         steps_per_epoch: int = 100,
         seed: int = 0,
+        holdout_fraction: float | None = None,
         **loader_options,
     ):
         super().__init__()
@@ -60,15 +61,30 @@ class TransferDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
+        self.holdout_fraction = holdout_fraction
+        if holdout_fraction is not None and not isinstance(self.regimes.get("target"), int):
+            raise ConfigError(
+                "a held-out selection split needs a stage that trains on k labeled target "
+                "examples per class (data.target_labels=k)"
+            )
         self.loader_cfg = {k: v for k, v in loader_options.items() if k in LOADER_KEYS}
 
+    def labeled_indices(self, role: str) -> tuple[Tensor, Tensor | None]:
+        """Indices of ``role``'s k labeled training examples per class that train, and of
+        those held out for selection (None without a held-out split)."""
+        domain = self.domains[role]
+        labels = split_labels(domain.train)
+        indices = k_per_class(labels, self.regimes[role], self.seed, domain=domain.name)
+        if role != "target" or self.holdout_fraction is None:
+            return indices, None
+        return hold_out(labels, indices, self.holdout_fraction, self.seed)
+
     def labeled_train_split(self, role: str):
-        """The training split of ``role`` restricted to what its regime may see."""
+        """The training split of ``role`` restricted to what its regime may see (less the
+        examples held out for selection)."""
         domain, regime = self.domains[role], self.regimes[role]
         if isinstance(regime, int):
-            labels = split_labels(domain.train)
-            indices = k_per_class(labels, regime, self.seed, domain=domain.name)
-            return _subset(domain.train, indices)
+            return _subset(domain.train, self.labeled_indices(role)[0])
         return domain.train
 
     def process_slot(self) -> tuple[int, int]:
@@ -111,7 +127,13 @@ class TransferDataModule(pl.LightningDataModule):
         ]
 
     def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders(("val",))
+        loaders = self._eval_loaders(("val",))
+        if self.holdout_fraction is not None:  # batches tagged split "holdout"
+            held = _subset(self.domains["target"].train, self.labeled_indices("target")[1])
+            loaders.append(
+                eval_loader(held, "target", "holdout", self.eval_batch_size, self.loader_cfg)
+            )
+        return loaders
 
     def test_dataloader(self) -> list[DataLoader]:
         """Both splits of both domains, so the final record has val and test figures."""

@@ -41,3 +41,34 @@ def k_per_class(labels: Tensor, k: int, seed: int, domain: str = "target") -> Te
             )
         chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
     return torch.cat(chosen).sort().values
+
+
+def richer(a: LabelRegime, b: LabelRegime) -> LabelRegime:
+    """The regime with more labels: all > k > j (k > j) > none."""
+    rank = {"none": -1, "all": float("inf")}
+    return a if rank.get(a, a) >= rank.get(b, b) else b  # type: ignore[arg-type]
+
+
+def method_setting(stage_regimes: list[dict[str, LabelRegime]]) -> dict[str, LabelRegime]:
+    """The labels a method's setting has per domain: the richest regime any of its stages
+    trains on (a domain no stage trains on has none)."""
+    setting: dict[str, LabelRegime] = {}
+    for regimes in stage_regimes:
+        for role, regime in regimes.items():
+            setting[role] = richer(setting.get(role, "none"), parse_regime(regime))
+    return setting
+
+
+def hold_out(labels: Tensor, indices: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Split the labeled ``indices`` (k per class) into training and held-out ones, per
+    class: ``round(k * fraction)`` held out, at least one of each kind, drawn with ``seed``
+    (from a stream of its own, so the k drawn do not change with the fraction)."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    kept, held = [], []
+    for cls in torch.unique(labels[indices]).tolist():
+        members = indices[labels[indices] == cls]
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_held = min(max(round(len(members) * fraction), 1), len(members) - 1)
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values

@@ -19,7 +19,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tlframe.errors import TlframeError
 from tlframe.log_steps import logs_this_step
-from tlframe.selection import prediction_entropy, soft_neighborhood_density
+from tlframe.selection import accuracy_metric
+from tlframe.validators import LabelFreeCriteria
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,19 @@ class StageContext:
     domains: Mapping[str, DomainInfo]
     train_on: Mapping[str, object]
     name: str = "main"
+    setting: Mapping[str, object] | None = None  # the method's labels per domain (all stages)
+    selection_metric: str | None = None  # what selects this stage's checkpoint
 
     def labeled(self, role: str) -> bool:
         return role in self.train_on and str(self.train_on[role]) != "none"
+
+    def labels_of(self) -> Mapping[str, object]:
+        """The setting's label regime per domain (this stage's when none was given)."""
+        return self.setting if self.setting is not None else self.train_on
+
+    def has_all_labels(self, role: str) -> bool:
+        """Whether the setting has every label of ``role``, its validation split's too."""
+        return str(self.labels_of().get(role, "none")) == "all"
 
     @property
     def task_role(self) -> str:
@@ -91,7 +102,7 @@ class TransferModule(pl.LightningModule):
         self.metrics = nn.ModuleDict(
             {
                 f"{split}_{role}": MulticlassAccuracy(task.num_classes, average="micro")
-                for split in ("val", "test")
+                for split in ("val", "test", "holdout")
                 for role in self.eval_roles
             }
         )
@@ -99,7 +110,7 @@ class TransferModule(pl.LightningModule):
             {role: MulticlassAccuracy(task.num_classes, average="none") for role in self.eval_roles}
         )
         self.per_class_results: dict[str, list[float]] = {}
-        self._target_val_probs: list[Tensor] = []
+        self.label_free = LabelFreeCriteria()
         if inherited:
             self.inherit(inherited)
 
@@ -117,9 +128,14 @@ class TransferModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x))
 
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor | None, Tensor]:
+        """Evaluation features and logits for ``role``'s examples; models with a head per
+        task override it (features None where no single feature vector exists)."""
+        features = self.backbone(x)
+        return features, self.head(features)
+
     def logits_for(self, x: Tensor, role: str) -> Tensor:
-        """Evaluation logits for ``role``'s examples; models with a head per task override it."""
-        return self(x)
+        return self.features_and_logits(x, role)[1]
 
     def use_channels_last(self) -> None:
         """NHWC weights and image batches: faster convolutions on recent CPUs and GPUs."""
@@ -182,18 +198,33 @@ class TransferModule(pl.LightningModule):
 
     # ------------------------------------------------------------ evaluation
     def _evaluate(self, batch: Mapping, prefix: str) -> None:
-        role, split = batch["domain"], batch["split"]
-        logits = self.logits_for(batch["x"], role)
-        if role == "target" and split == "val":  # for the label-free selection criteria
-            self._target_val_probs.append(logits.softmax(dim=1))
+        role, split, y = batch["domain"], batch["split"], batch["y"]
+        features, logits = self.features_and_logits(batch["x"], role)
+        if split == "val":  # the label-free criteria read the validation splits
+            if role == "target":
+                self.label_free.update_target(logits, features)
+            elif role == "source" and self.context.has_all_labels(role) and role in self.eval_roles:
+                self.label_free.update_source(logits, y, features)
         if role not in self.eval_roles:
             return
         preds = logits.argmax(dim=1)
         metric = self.metrics[f"{split}_{role}"]
-        metric.update(preds, batch["y"])
-        self.log(f"{split}/{role}/acc", metric, add_dataloader_idx=False, prog_bar=split == "val")
+        metric.update(preds, y)
+        name = self.accuracy_name(split, role)
+        shown = split != "test" and "oracle" not in name  # never show what the setting lacks
+        self.log(name, metric, add_dataloader_idx=False, prog_bar=shown)
         if prefix == "test" and split == "test":
-            self.per_class[role].update(preds, batch["y"])
+            self.per_class[role].update(preds, y)
+
+    def accuracy_name(self, split: str, role: str) -> str:
+        """``test/<role>/acc``; on validation ``val/<role>/acc`` where the setting has every
+        label of ``role``, else ``val/<role>/oracle_acc``; ``val/<role>/holdout_acc`` on the
+        examples held out of a k-shot stage's training for its selection."""
+        if split == "holdout":
+            return f"val/{role}/holdout_acc"
+        if split == "val":
+            return accuracy_metric(role, self.context.labels_of())
+        return f"{split}/{role}/acc"
 
     def validation_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "val")
@@ -201,19 +232,18 @@ class TransferModule(pl.LightningModule):
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "test")
 
-    def _log_label_free_criteria(self) -> None:
-        if not self._target_val_probs:
-            return
-        probs = torch.cat(self._target_val_probs).float()
-        self._target_val_probs.clear()
-        self.log("val/target/entropy", prediction_entropy(probs))
-        self.log("val/target/snd", soft_neighborhood_density(probs))
+    def _log_label_free_criteria(self, testing: bool) -> None:
+        """``val/target/{im,snd,snd_raw,entropy}`` after every validation; DEV (a domain
+        classifier fit) at test time, and on every validation when it selects."""
+        with_dev = testing or self.context.selection_metric == "val/target/dev"
+        for name, value in self.label_free.compute(with_dev).items():
+            self.log(f"val/target/{name}", value)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_label_free_criteria()
+        self._log_label_free_criteria(testing=False)
 
     def on_test_epoch_end(self) -> None:
-        self._log_label_free_criteria()
+        self._log_label_free_criteria(testing=True)
         for role in self.eval_roles:
             metric = self.per_class[role]
             if metric.update_count:

@@ -94,10 +94,11 @@ class LwF(FineTune):
         self.source_model = Frozen(nn.Sequential(parts["backbone"], parts["head"]))
         self.source_task_head = copy.deepcopy(parts["head"])
 
-    def logits_for(self, x: Tensor, role: str) -> Tensor:
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor, Tensor]:
         """Source examples are answered by the old-task head, target ones by the new."""
         head = self.source_task_head if role == "source" else self.head
-        return head(self.backbone(x))
+        features = self.backbone(x)
+        return features, head(features)
 
     def old_task_logits(self, x: Tensor, features: Tensor) -> Tensor:
         """The student's outputs that are distilled (``features``: the training pass's)."""

@@ -90,9 +90,10 @@ class MultiTask(TransferModule):
             x = self.inputs[role](x)
         return self.shared(x)
 
-    def logits_for(self, x: Tensor, role: str) -> Tensor:
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor, Tensor]:
         """Each domain is classified by its own task's input layers and head."""
-        return self.heads[role](self.features(x, role))
+        features = self.features(x, role)
+        return features, self.heads[role](features)
 
     def forward(self, x: Tensor) -> Tensor:
         """The target task's prediction (the task a transfer method is judged on)."""

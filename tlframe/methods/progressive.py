@@ -137,10 +137,11 @@ class Progressive(TransferModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def logits_for(self, x: Tensor, role: str) -> Tensor:
-        """A task learned so far is predicted by its own column; any other by the newest."""
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[None, Tensor]:
+        """A task learned so far is predicted by its own column; any other by the newest.
+        No features: a column's head reads its laterals as well."""
         roles = self.net.roles
-        return self.net(x, roles.index(role) if role in roles else -1)
+        return None, self.net(x, roles.index(role) if role in roles else -1)
 
     def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
         losses = {}

@@ -35,12 +35,17 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+def _setting(row: dict[str, Any]) -> str:
+    """The row's setting with the target labels it read (the source's: every row has all)."""
+    return "; ".join(p for p in (f"target {row.get('target_read', '')}", row["setting"]) if p)
+
+
 def _panel_name(row: dict[str, Any], settings: set[str]) -> str:
-    return row["method"] if len(settings) == 1 else f"{row['method']}\n{row['setting']}"
+    return row["method"] if len(settings) == 1 else f"{row['method']}\n{_setting(row)}"
 
 
 def transfer_matrix_figure(rows: list[dict[str, Any]]) -> Figure:
-    settings = {r["setting"] for r in rows}
+    settings = {_setting(r) for r in rows if r["method"] != "source_only"}
     panels: dict[str, dict[tuple[str, str], float]] = defaultdict(dict)
     for row in rows:
         if row.get(METRIC):
