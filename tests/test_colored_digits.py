@@ -36,7 +36,7 @@ def test_synth_digits_color_is_synth_digits_on_colour_patches(tmp_path: Path) ->
         x, labels = coloured.split(split).inputs, coloured.split(split).labels
         assert torch.equal(labels, grey.split(split).labels)  # the same digits, in order
         assert x.shape == (len(labels), 3, 28, 28) and x.dtype == torch.float32
-        assert x.min() >= -1.0 and x.max() <= 1.0
+        assert x.amin() < -0.9 and x.amax() > 0.9  # normalised to [-1, 1], all of it used
     x, background = coloured.test.inputs, grey.test.inputs.expand(-1, 3, -1, -1) == -1.0
     assert (x[:, 0] != x[:, 1]).float().mean() > 0.5  # colour, not grey
     assert x[background].mean() > -0.5  # the black background became photo

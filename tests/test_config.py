@@ -9,8 +9,10 @@ import torch
 from conftest import METHOD_DATA, SMALL_SOURCE
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from tlframe.config import config_dir
+from tlframe.data.domain import split_labels
 from tlframe.errors import DataError
 from tlframe.stages import build_module, domain_infos, plan_stages
 from tlframe.train import build_domains
@@ -70,7 +72,8 @@ def test_option_composes_and_instantiates(make_cfg, group: str, option: str, tmp
         small = [f"{group}.{o}" for o in SMALL_DOMAINS.get(option, [])]
         cfg = make_cfg(f"{group}={option}", *small)
         domain = instantiate(cfg[group])
-        assert len(domain.train) > 0 and domain.num_classes == len(domain.class_names)
+        labels = set(split_labels(domain.train).tolist())
+        assert len(labels) > 1 and labels <= set(range(domain.num_classes))
         x, _ = domain.train[[0, 1]]
         assert tuple(x.shape[1:]) == tuple(domain.input_shape)
     elif group == "backbone":
@@ -83,16 +86,27 @@ def test_option_composes_and_instantiates(make_cfg, group: str, option: str, tmp
         )
     elif group in ("optimizer", "scheduler"):
         optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
-        if cfg.scheduler:
+        assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
+        if group == "scheduler":  # constant is no schedule at all; the others decay
+            assert (not cfg.scheduler) == (option == "constant")
+        if group == "scheduler" and cfg.scheduler:
             scheduler = instantiate(cfg.scheduler)(optimizer=optimizer, total_steps=10)
             optimizer.step()
             scheduler.step()
+            assert optimizer.param_groups[0]["lr"] < cfg.optimizer.lr
     elif group == "method":
         data = METHOD_DATA.get(option, SMALL_SOURCE)
         cfg = make_cfg(f"{group}={option}", *data, "data.target_labels=all")
         domains = build_domains(cfg)
-        for spec in plan_stages(cfg):
-            assert build_module(cfg, spec, domain_infos(domains), None) is not None
+        infos, inherited = domain_infos(domains), None
+        for spec in plan_stages(cfg):  # each stage built on the previous one's parts
+            module = build_module(cfg, spec, infos, inherited).eval()
+            role = module.context.task_role
+            x, _ = domains[role].train[[0, 1]]
+            with torch.no_grad():
+                logits = module.logits_for(x, role)
+            assert logits.shape[0] == 2 and torch.isfinite(logits).all(), spec.name
+            inherited = module.parts()
     elif group in ("trainer", "callbacks", "logger"):
         node = cfg[group]
         if "_target_" in node:
@@ -101,6 +115,18 @@ def test_option_composes_and_instantiates(make_cfg, group: str, option: str, tmp
             for sub in node.values():
                 if sub is not None:
                     instantiate(sub)
-    else:  # data, paths, dataset, experiment, hparams_search: composing is the check
-        assert cfg[group] is not None if group in cfg else True
-        assert cfg.source is not None and cfg.target is not None
+    else:  # data, paths, dataset, experiment, hparams_search: its settings are composed
+        own = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"))
+        for key in ("defaults", "hydra", *(("output_dir", "cache_dir") * (group == "paths"))):
+            own.pop(key, None)  # Hydra's own, or set by make_cfg
+        top_level = group in ("dataset", "experiment", "hparams_search")  # @package _global_
+        composed = OmegaConf.to_container(cfg if top_level else cfg[group])
+        assert contains(composed, own), f"{group}={option}: its settings did not reach the config"
+
+
+def contains(whole: dict, part: dict) -> bool:
+    """Whether every value of the nested ``part`` is in ``whole`` at the same place."""
+    return all(
+        key in whole and (contains(whole[key], v) if isinstance(v, dict) else whole[key] == v)
+        for key, v in part.items()
+    )

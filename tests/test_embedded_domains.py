@@ -112,8 +112,11 @@ def test_cache_is_reused_and_a_truncated_cache_rebuilt(
 def test_every_digit_font_renders_ten_distinct_digits() -> None:
     glyphs = render_glyphs("0123456789", DIGIT_FONTS, size=32)
     assert glyphs.shape == (len(DIGIT_FONTS), 10, 32, 32)
-    assert glyphs.min() >= 0 and glyphs.max() <= 1
     for font, digits in zip(DIGIT_FONTS, glyphs, strict=True):
+        for glyph in digits:  # the larger side of its box fills 80% of the square: ~26 px
+            rows, cols = torch.nonzero(glyph > 0, as_tuple=True)
+            side = max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) + 1
+            assert abs(side - 0.8 * 32) <= 2, font
         assert (digits.flatten(1).amax(dim=1) > 0.5).all(), font
         distances = torch.cdist(digits.flatten(1), digits.flatten(1))
         assert distances[~torch.eye(10, dtype=torch.bool)].min() > 1.0, font

@@ -4,6 +4,7 @@ k-shot stage, and runs whose selected weights cannot depend on labels the settin
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import QUICK
 
@@ -11,7 +12,7 @@ from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.labels import hold_out, k_per_class, method_setting
 from tlframe.errors import ConfigError
 from tlframe.selection import resolve_selection
-from tlframe.stages import run_stages
+from tlframe.stages import build_module, domain_infos, plan_stages, run_stages
 from tlframe.train import build_domains, train
 
 ADAPT = {"source": "all", "target": "none"}
@@ -156,3 +157,22 @@ def test_holdout_selection_retrains_on_all_k_for_the_selected_steps(make_cfg, tm
     )
     assert without["stages"]["target"]["selected_step"] == step  # same selection phase
     assert without["metrics"]["test/target/acc"] != record["metrics"]["test/target/acc"]
+
+
+def test_the_progress_bar_never_shows_a_label_the_setting_lacks(make_cfg):
+    cfg = make_cfg("method=dann", *QUICK, "source.num_train=300")
+    domains = build_domains(cfg)
+    spec = plan_stages(cfg)[0]
+    module = build_module(cfg, spec, domain_infos(domains), None)
+    data = TransferDataModule(domains, spec.train_on, batch_size=8, steps_per_epoch=2)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=data)
+    shown = set(trainer.progress_bar_metrics)
+    assert "val/source/acc" in shown and not any("oracle" in key for key in shown)
+    assert "val/target/oracle_acc" in trainer.callback_metrics  # logged, under its name

@@ -64,7 +64,7 @@ def test_pretrain_stage_never_receives_source_labels(make_cfg, monkeypatch, obje
     assert len(seen) == 4  # QUICK: 4 steps
     assert all(role == "source" and y is None for role, y in seen)
     assert record["stages"]["pretrain"]["selection"] == "val/source/loss"
-    assert 0.0 <= record["metrics"]["test/target/acc"] <= 1.0
+    assert record["labels_read"] == {"source": "none", "target": "2 per class"}
 
 
 def test_pretrain_stage_refuses_labeled_training_data(make_cfg) -> None:
@@ -136,9 +136,11 @@ def test_clustering_methods_report_cluster_accuracy_and_nmi(make_cfg) -> None:
     raw = train(
         make_cfg("method=kmeans", "backbone=mlp", "backbone.hidden_dims=[]", *SMALL),
     )
+    # Any clustering of 10 balanced classes scores >= 0.1 under the best one-to-one map, a
+    # random partition of the 360 test images about 0.18 (NMI about 0.05): both must beat it.
     for metrics in (record["metrics"], raw["metrics"]):
-        assert 0.1 <= metrics["test/target/cluster_acc"] <= 1.0
-        assert 0.0 <= metrics["test/target/nmi"] <= 1.0
+        assert metrics["test/target/cluster_acc"] > 0.3
+        assert metrics["test/target/nmi"] > 0.15
     assert raw["metrics"]["test/target/cluster_acc"] > 0.5  # raw pixels of digits cluster
 
 

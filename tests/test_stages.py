@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytorch_lightning as pl
 import torch
 from conftest import QUICK
 from omegaconf import OmegaConf, open_dict
 
 from tlframe.cache import StageCache
-from tlframe.stages import plan_stages, run_stages
+from tlframe.stages import build_module, domain_infos, plan_stages, run_stages
 from tlframe.train import build_domains
 
 TWO_STAGES = {
@@ -42,8 +43,11 @@ def test_second_stage_receives_the_first_stages_trained_parts(make_cfg, tmp_path
     trained = results[0].module.backbone.state_dict()
     assert handed.keys() == trained.keys()
     assert all(torch.equal(handed[k], trained[k]) for k in trained)
-    fresh = plan_stages(cfg)  # the hand-over is not the initial weights of a new model
-    assert fresh[0].key != fresh[1].key
+    # the hand-over is not the initial weights of a new model (run_stage seeds them alike)
+    infos, first = domain_infos(build_domains(cfg)), plan_stages(cfg)[0]
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    initial = build_module(cfg, first, infos, None).backbone
+    assert any(not torch.equal(handed[k], v) for k, v in initial.state_dict().items())
 
 
 def test_second_run_reuses_cached_stages_and_a_new_target_setting_only_the_first(
@@ -73,7 +77,9 @@ def test_a_truncated_cache_entry_is_rebuilt(make_cfg, tmp_path):
 
 def test_stage_keys_follow_content(make_cfg):
     keys = [s.key for s in plan_stages(two_stage_cfg(make_cfg))]
-    assert keys == [s.key for s in plan_stages(two_stage_cfg(make_cfg))]
+    # what only shows progress or feeds the loaders does not change what is learned
+    display = ("trainer.log_every_n_steps=7", "data.eval_batch_size=64", "data.num_workers=1")
+    assert keys == [s.key for s in plan_stages(two_stage_cfg(make_cfg, *display))]
     reseeded = [s.key for s in plan_stages(two_stage_cfg(make_cfg, "seed=1"))]
     assert reseeded[0] != keys[0] and reseeded[1] != keys[1]
     lr = [s.key for s in plan_stages(two_stage_cfg(make_cfg, "optimizer.lr=0.5"))]

@@ -118,5 +118,6 @@ def test_raw_pixel_control_with_a_parameterless_backbone_is_tested_like_any_run(
     overrides = ["method=target_only", "backbone=mlp", "backbone.hidden_dims=[]"]
     cfg = make_cfg(*overrides, *QUICK, "data.target_labels=5", "callbacks.feature_space.tsne=false")
     metrics = train(cfg)["metrics"]
-    assert 0.0 <= metrics["test/target/a_distance"] <= 2.0
+    # raw pixels of font-rendered and handwritten digits are easy to tell apart
+    assert metrics["test/target/a_distance"] > 1.0
     assert metrics["test/target/acc"] > 0.1

@@ -186,8 +186,10 @@ def test_tlframe_rank_scores_embedded_sources_and_reuses_the_train_cache(
     assert by_name["synth_letters"]["model"].startswith("trained ")
     assert by_name["synth_letters"]["source_classes"] == "26"
     assert by_name["synth_digits_color"]["target_input"] == "3x28x28"  # grey target as RGB
-    assert "| rank | candidate |" in printed and "synth_letters" in printed
-    assert (run_dir / "rank.md").read_text() in printed
+    assert "| rank | candidate |" in printed
+    table = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line]
+    candidates = [line.split(" | ")[1] for line in table[1:]]
+    assert candidates == [r["candidate"] for r in rows]  # printed in the CSV's order
     # A second run takes every source model from the cache, and gives the same scores.
     again = tmp_path / "again"
     assert cli([*argv[:-1], f"hydra.run.dir={again}", "rank_by=leep"], monkeypatch) == 0
@@ -195,7 +197,11 @@ def test_tlframe_rank_scores_embedded_sources_and_reuses_the_train_cache(
     assert all(r["model"].startswith("cache ") for r in rows_again.values())
     for name, row in by_name.items():
         assert float(rows_again[name]["logme"]) == pytest.approx(float(row["logme"]), abs=1e-6)
-    assert [r["rank_by"] for r in rows_again.values()] == ["leep"] * 3
+    ordered = read_rows(again / "rank.csv")  # now ordered by LEEP
+    assert [r["candidate"] for r in ordered] == [
+        r["candidate"] for r in sorted(ordered, key=lambda r: -float(r["leep"]))
+    ]
+    assert all(r["rank"] == r["rank_leep"] for r in ordered)
     # A checkpoint is a candidate too: a run dir's selected source model.
     ckpt_run = tmp_path / "run"
     argv = ["target=hand_digits", f"checkpoints=[{ckpt_run}]", *TINY, cache]
