@@ -31,7 +31,7 @@ lint: install ## ruff over the package and the tests
 	$(BIN)/ruff check tlframe tests
 
 bench: install ## throughput of tlframe vs a plain PyTorch loop -> docs/PERFORMANCE.md
-	$(BIN)/python -m tlframe.bench --output docs/PERFORMANCE.md $(ARGS)
+	$(BIN)/python -m tlframe.tools.bench --output docs/PERFORMANCE.md $(ARGS)
 
 tensorboard: install ## open TensorBoard on everything under outputs/
 	$(BIN)/tensorboard --logdir outputs

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from tlframe.config import config_dir, register_resolvers
+from tlframe.config import config_dir, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 # A tiny budget that still runs every part of a stage (fit, validation, checkpoint, test).
@@ -43,7 +43,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One data folder per test session: embedded domains are built once, then cached."""
     path = tmp_path_factory.mktemp("data")
     os.environ["TLFRAME_DATA_DIR"] = str(path)
-    register_resolvers()
+    register_configs()
     return path
 
 

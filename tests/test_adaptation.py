@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import QUICK
 
-from tlframe.callbacks.feature_space import proxy_a_distance
+from tlframe.engine.callbacks.feature_space import proxy_a_distance
+from tlframe.engine.stages import run_stages
 from tlframe.methods.cdan import MultilinearMap, entropy_weights
 from tlframe.methods.dan import multi_kernel_mmd
 from tlframe.models.layers import GradientReversal
 from tlframe.models.schedules import dann_lambda, inverse_decay
-from tlframe.stages import run_stages
 from tlframe.train import build_domains, train
 
 ADAPTATION = ("dann", "dan", "cdan")
@@ -141,7 +141,7 @@ def test_feature_space_picture_and_a_distance_are_written(make_cfg, tmp_path):
     (adapt,) = run_stages(cfg, domains, run)
     assert (run / "feature_space_adapt.png").stat().st_size > 10_000
     features = {}
-    backbone = adapt.module.backbone.eval()
+    backbone = adapt.module.model.backbone.eval()
     with torch.no_grad():
         for role in ("source", "target"):
             split = domains[role].test

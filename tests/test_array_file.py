@@ -13,8 +13,8 @@ import torch
 from conftest import QUICK
 from file_fixtures import blobs, write_mat73
 
-from tlframe.data.array_file import array_file
 from tlframe.data.domain import SPLITS
+from tlframe.data.formats.array_file import array_file
 from tlframe.errors import DataError
 from tlframe.train import train
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from conftest import run_cli, subprocess_env
 
-from tlframe import outputs
 from tlframe import train as entrypoint
+from tlframe.engine import outputs
 
 QUIET = [
     "callbacks.progress_bar=null",
@@ -117,8 +117,8 @@ CASES = [
     ),
     (
         DATA,
-        "grey source, colour target",
-        ["target=hand_digits_color", "method=source_only"],
+        "grey source held grey, colour target",
+        ["target=hand_digits_color", "source.channels=1", "method=source_only"],
         "source synth_digits gives inputs of shape (1, 28, 28) but target hand_digits_color "
         "gives (3, 28, 28); make them equal with the domains' options, e.g. source.channels=3",
     ),
@@ -174,9 +174,8 @@ CASES = [
     (
         CONFIG,
         "negative learning rate of a second stage",
-        ["method=finetune", "method.lr_target=-1"],
-        "method finetune stage 'target': optimizer.lr must be a positive number, got -1; "
-        "e.g. method.lr_target=0.01",
+        ["method=finetune", "method.tuning.lr=-1"],
+        "method.tuning.lr must be a positive number, got -1; e.g. method.tuning.lr=0.01",
     ),
     (
         CONFIG,
@@ -187,9 +186,8 @@ CASES = [
     (
         CONFIG,
         "negative epoch count of a second stage",
-        ["method=finetune", "method.epochs_target=-2"],
-        "method finetune stage 'target': trainer.max_epochs must be an integer >= 1, got -2; "
-        "set method.epochs_target=N",
+        ["method=finetune", "method.tuning.epochs=-2"],
+        "method.tuning.epochs must be an integer >= 1, got -2; set method.tuning.epochs=N",
     ),
     (
         CONFIG,
@@ -207,7 +205,7 @@ CASES = [
     (
         CONFIG,
         "misspelt optimizer argument of a second stage",
-        ["method=finetune", "++method.stages.target.optimizer.dampenin=0.1"],
+        ["method=finetune", "++stages.target.optimizer.dampenin=0.1"],
         "method finetune stage 'target': optimizer.dampenin is not an argument of "
         "torch.optim.SGD; check its spelling against: dampening, ",
     ),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from tlframe import bench
-from tlframe.bench import CASES, run
-from tlframe.stages import build_module
+from tlframe.engine.stages import build_module
+from tlframe.tools import bench
+from tlframe.tools.bench import CASES, run
 
 
 def test_benchmark_runs_and_reports_every_case():
@@ -29,7 +29,7 @@ def test_both_sides_follow_the_composed_config(monkeypatch):
             if backbone.training:  # training batches, not tlframe's validation
                 seen.append(inputs[0])
 
-        module.backbone.register_forward_pre_hook(record)
+        module.model.backbone.register_forward_pre_hook(record)
         return module
 
     monkeypatch.setattr(bench, "build_module", recording_build_module)

@@ -106,8 +106,8 @@ def test_config_tree_ships_inside_a_built_wheel(tmp_path: Path):
     assert (site / "tlframe" / "conf" / "source" / "hand_digits.yaml").is_file()
     script = (
         "from hydra import compose, initialize_config_dir\n"
-        "from tlframe.config import config_dir, register_resolvers\n"
-        "register_resolvers()\n"
+        "from tlframe.config import config_dir, register_configs\n"
+        "register_configs()\n"
         "with initialize_config_dir(config_dir=str(config_dir()), version_base='1.3'):\n"
         "    cfg = compose('train', overrides=['dataset=hand2synth'])\n"
         "print(config_dir(), cfg.source._target_, cfg.target._target_)\n"
@@ -125,7 +125,7 @@ def test_config_tree_ships_inside_a_built_wheel(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith(str(site / "tlframe" / "conf"))
     assert proc.stdout.split()[1:] == [
-        "tlframe.data.hand_digits.hand_digits",
-        "tlframe.data.synth_digits.synth_digits",
+        "tlframe.data.synthetic.hand_digits.hand_digits",
+        "tlframe.data.synthetic.synth_digits.synth_digits",
     ]
     shutil.rmtree(site)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlframe.data import colored_digits as colored_module
-from tlframe.data.color_blend import blend
-from tlframe.data.colored_digits import hand_digits_color, synth_digits_color
 from tlframe.data.domain import SPLITS
-from tlframe.data.hand_digits import hand_digits
-from tlframe.data.synth_digits import synth_digits
+from tlframe.data.synthetic import colored_digits as colored_module
+from tlframe.data.synthetic.color_blend import blend
+from tlframe.data.synthetic.colored_digits import hand_digits_color, synth_digits_color
+from tlframe.data.synthetic.hand_digits import hand_digits
+from tlframe.data.synthetic.synth_digits import synth_digits
 
 SMALL = {"num_train": 200, "num_val": 50, "num_test": 50}
 
@@ -76,7 +76,7 @@ def test_grey_domains_repeat_their_channel_on_request(tmp_path: Path, build) -> 
 
 
 def test_colour_presets_pair_without_edits(make_cfg) -> None:
-    from hydra.utils import instantiate
+    from tlframe.train import build_domains
 
     for preset, small in (
         ("synth2synth_color", ["source", "target"]),
@@ -84,5 +84,5 @@ def test_colour_presets_pair_without_edits(make_cfg) -> None:
     ):
         overrides = [f"{role}.{k}={v}" for role in small for k, v in SMALL.items()]
         cfg = make_cfg(f"dataset={preset}", *overrides)
-        source, target = instantiate(cfg.source), instantiate(cfg.target)
+        source, target = build_domains(cfg).values()
         assert source.input_shape == target.input_shape == (3, 28, 28), preset

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 
 from tlframe.config import config_dir
 from tlframe.data.domain import split_labels
+from tlframe.engine.stages import build_module, domain_infos, plan_stages
 from tlframe.errors import DataError
-from tlframe.stages import build_module, domain_infos, plan_stages
 from tlframe.train import build_domains
 
 CONF = config_dir()
@@ -104,7 +104,7 @@ def test_option_composes_and_instantiates(make_cfg, group: str, option: str, tmp
             role = module.context.task_role
             x, _ = domains[role].train[[0, 1]]
             with torch.no_grad():
-                logits = module.logits_for(x, role)
+                logits = module.model.logits(x, role)
             assert logits.shape[0] == 2 and torch.isfinite(logits).all(), spec.name
             inherited = module.parts()
     elif group in ("trainer", "callbacks", "logger"):

@@ -22,9 +22,15 @@ from test_datamodule import toy_domain
 from tlframe.config import config_dir
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.loaders import EpochSampler
-from tlframe.distributed import _LAUNCHES, _Launch, _Observer, child_command, finish_processes
+from tlframe.engine.callbacks.freeze_blocks import FreezeBlocks
+from tlframe.engine.distributed import (
+    _LAUNCHES,
+    _Launch,
+    _Observer,
+    child_command,
+    finish_processes,
+)
 from tlframe.errors import ConfigError
-from tlframe.methods.layer_transfer import FreezeCopiedBlocks
 
 
 def test_each_process_draws_its_own_slice_of_one_shared_shuffle():
@@ -129,10 +135,10 @@ def test_layer_transfer_refuses_blocks_that_ddp_would_not_synchronise():
     trainer = SimpleNamespace(world_size=2, strategy=None)
     block = torch.nn.Linear(2, 2)
     with pytest.raises(ConfigError, match="unfreeze_at_epoch=1 cannot run on 2 processes"):
-        FreezeCopiedBlocks([block], 1).setup(trainer, None, "fit")
-    FreezeCopiedBlocks([block], 0).setup(trainer, None, "fit")
+        FreezeBlocks([block], 1).setup(trainer, None, "fit")
+    FreezeBlocks([block], 0).setup(trainer, None, "fit")
     assert all(p.requires_grad for p in block.parameters())
-    FreezeCopiedBlocks([block], None).setup(trainer, None, "fit")
+    FreezeBlocks([block], None).setup(trainer, None, "fit")
     assert not any(p.requires_grad for p in block.parameters())
 
 

@@ -9,12 +9,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from tlframe.data import hand_digits as hand_module
-from tlframe.data import synth_digits as synth_module
 from tlframe.data.domain import SPLITS, Domain
-from tlframe.data.fonts import DIGIT_FONTS, render_glyphs
-from tlframe.data.hand_digits import hand_digits
-from tlframe.data.synth_digits import synth_digits
+from tlframe.data.synthetic import hand_digits as hand_module
+from tlframe.data.synthetic import synth_digits as synth_module
+from tlframe.data.synthetic.fonts import DIGIT_FONTS, render_glyphs
+from tlframe.data.synthetic.hand_digits import hand_digits
+from tlframe.data.synthetic.synth_digits import synth_digits
 
 SMALL = {"num_train": 200, "num_val": 50, "num_test": 50}
 MEDIUM = {"num_train": 3000, "num_val": 500, "num_test": 1000}  # enough to fit a linear model

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from tlframe import train as entrypoint
 from tlframe.config import config_dir
 from tlframe.data.labels import parse_regime
+from tlframe.engine.stages import build_method, stage_regimes
 
 PRESETS = sorted(p.stem for p in (config_dir() / "hparams_search").glob("*.yaml"))
 TINY = [
@@ -66,12 +67,13 @@ def test_a_preset_searches_settings_that_exist_on_a_metric_it_may_read(name):
     assert cfg.hydra.mode.name == "MULTIRUN"  # a sweep by itself, no -m needed
     assert cfg.hydra.sweeper.sampler.seed is not None  # the same trials on every run
     for key in cfg.hydra.sweeper.params:
-        assert OmegaConf.select(cfg, key) is not None, f"{name} searches a missing {key}"
+        present = OmegaConf.select(cfg, key, default="<missing>") != "<missing>"
+        assert present, f"{name} searches a missing {key}"
     metric = cfg.optimized_metric
     assert metric is None or metric.startswith("val/"), "the test split never selects"
     assert metric is None or "oracle" not in metric, "reads labels the setting lacks"
-    last_stage = list(cfg.method.stages.values())[-1]
-    regime = OmegaConf.to_container(last_stage.train_on, resolve=True).get("target")
+    last_stage = build_method(cfg).stages[-1]
+    regime = stage_regimes(cfg, last_stage).get("target")
     if regime is not None and parse_regime(regime) == "none":  # adapts to unlabeled data
         assert metric is not None, "selection=auto keeps the final weights: no value"
         assert metric.split("/")[1:] != ["target", "acc"], "reads target labels it has not"

@@ -11,10 +11,11 @@ import torch
 from conftest import QUICK
 from file_fixtures import write_image_tree
 
-from tlframe.data import image_folder as folder_module
 from tlframe.data import loaders
 from tlframe.data.datamodule import TransferDataModule
-from tlframe.data.image_folder import UnreadableImageError, image_folder
+from tlframe.data.formats import image_folder as folder_module
+from tlframe.data.formats.image_folder import UnreadableImageError, image_folder
+from tlframe.engine.stages import build_method
 from tlframe.errors import ConfigError, DataError
 from tlframe.train import build_domains, check_classes, train
 
@@ -87,7 +88,7 @@ def test_source_and_target_classes_are_matched_by_name(tmp_path: Path, make_cfg)
     )  # fmt: skip
     domains = build_domains(cfg)
     with pytest.raises(ConfigError, match=r"a only: \['owl'\], b only: \['emu'\]"):
-        check_classes(cfg, domains)
+        check_classes(build_method(cfg), domains)
 
 
 def test_presets_say_where_the_data_goes_and_how_to_get_it(make_cfg, data_dir: Path) -> None:

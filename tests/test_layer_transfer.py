@@ -14,9 +14,9 @@ from conftest import QUICK
 from test_conservative import source_and_target
 
 from tlframe.data.datamodule import TransferDataModule
+from tlframe.engine.stages import run_stages
 from tlframe.errors import ConfigError
-from tlframe.plots import layer_study
-from tlframe.stages import run_stages
+from tlframe.tools.plots import layer_study
 from tlframe.train import build_domains
 
 
@@ -44,11 +44,11 @@ def test_n_blocks_are_copied_from_either_side_and_the_rest_is_fresh(
         f"method.side={side}",
         f"method.layers={layers}",
     )
-    assert module.copied == copied
-    for name, block in module.backbone.blocks.named_children():
-        source_block = source.backbone.blocks.get_submodule(name)
+    assert module.model.copied == copied
+    for name, block in module.model.backbone.blocks.named_children():
+        source_block = source.model.backbone.blocks.get_submodule(name)
         assert equal_blocks(block, source_block) == (name in copied), name
-    assert not torch.equal(module.head.weight, source.head.weight)
+    assert not torch.equal(module.model.head.weight, source.model.head.weight)
 
 
 def test_layers_beyond_the_backbones_blocks_are_refused(make_cfg):
@@ -69,7 +69,7 @@ def test_frozen_copies_are_bit_identical_after_the_target_stage(make_cfg, tmp_pa
     )
     domains = build_domains(cfg)
     source, target = run_stages(cfg, domains, tmp_path / "run")
-    blocks, source_blocks = target.module.backbone.blocks, source.module.backbone.blocks
+    blocks, source_blocks = target.module.model.backbone.blocks, source.module.model.backbone.blocks
     for name in ("conv2", "fc", "bottleneck"):  # weights and batch-norm statistics
         assert equal_blocks(blocks.get_submodule(name), source_blocks.get_submodule(name)), name
     assert not equal_blocks(blocks.conv1, source_blocks.conv1)
@@ -91,7 +91,7 @@ class RecordEpochs(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
-            blocks = pl_module.copied_blocks()
+            blocks = pl_module.model.copied_blocks()
             self.epochs.append(
                 {
                     "training": [b.training for b in blocks],
@@ -128,7 +128,9 @@ def test_copies_train_only_from_the_unfreeze_epoch_on(make_cfg, unfreeze_at_epoc
         "method.layers=4",  # with the batch-normed bottleneck
         f"method.unfreeze_at_epoch={setting}",
     )
-    source_blocks = [copy.deepcopy(source.backbone.blocks.get_submodule(n)) for n in module.copied]
+    source_blocks = [
+        copy.deepcopy(source.model.backbone.blocks.get_submodule(n)) for n in module.model.copied
+    ]
     record = RecordEpochs(source_blocks)
     trainer = fit(module, domains, epochs=2, callback=record)
     for epoch, seen in enumerate(record.epochs):
@@ -137,10 +139,10 @@ def test_copies_train_only_from_the_unfreeze_epoch_on(make_cfg, unfreeze_at_epoc
         assert set(seen["requires_grad"]) == {not frozen}, epoch
         if frozen:
             assert seen["equal"], epoch
-    finally_equal = all(map(equal_blocks, module.copied_blocks(), source_blocks))
+    finally_equal = all(map(equal_blocks, module.model.copied_blocks(), source_blocks))
     assert finally_equal == (unfreeze_at_epoch is None)
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
-    copies = {id(p) for b in module.copied_blocks() for p in b.parameters()}
+    copies = {id(p) for b in module.model.copied_blocks() for p in b.parameters()}
     assert (copies <= optimized) == (unfreeze_at_epoch is not None)  # one schedule for all
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import QUICK
 
+from tlframe.engine.stages import build_module, domain_infos, plan_stages, run_stages
 from tlframe.errors import ConfigError
-from tlframe.stages import build_module, domain_infos, plan_stages, run_stages
 from tlframe.train import build_domains
 
 
@@ -27,38 +27,45 @@ def _batch(domains, n=16):
 )
 def test_each_head_receives_only_its_own_tasks_loss(make_cfg, overrides):
     module, domains = _module(make_cfg, *overrides)
-    losses = module.training_losses(_batch(domains))
+    losses = module.losses(_batch(domains))
     losses["cls_source"].backward()
-    for p in module.heads["target"].parameters():
+    for p in module.model.heads["target"].parameters():
         assert p.grad is None or not p.grad.any()
-    assert any(p.grad is not None and p.grad.any() for p in module.heads["source"].parameters())
+    assert any(
+        p.grad is not None and p.grad.any() for p in module.model.heads["source"].parameters()
+    )
     module.zero_grad(set_to_none=True)
-    module.training_losses(_batch(domains))["cls_target"].backward()
-    for p in module.heads["source"].parameters():
+    module.losses(_batch(domains))["cls_target"].backward()
+    for p in module.model.heads["source"].parameters():
         assert p.grad is None or not p.grad.any()
-    assert any(p.grad is not None and p.grad.any() for p in module.shared.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in module.model.shared.parameters())
 
 
 def test_separate_input_reads_domains_of_different_shapes(make_cfg):
     module, domains = _module(
-        make_cfg, "method.architecture=separate_input", "target=hand_digits_color"
+        make_cfg,
+        "method.architecture=separate_input",
+        "target=hand_digits_color",
+        "source.channels=1",
     )
     assert domains["source"].input_shape[0] == 1 and domains["target"].input_shape[0] == 3
     batch = _batch(domains, 4)
     for role in ("source", "target"):
-        assert module.logits_for(batch[role][0], role).shape == (4, 10)
-    first = {role: next(module.inputs[role].parameters()).shape[1] for role in ("source", "target")}
+        assert module.model.logits(batch[role][0], role).shape == (4, 10)
+    first = {
+        role: next(module.model.inputs[role].parameters()).shape[1] for role in ("source", "target")
+    }
     assert first == {"source": 1, "target": 3}  # task-specific input layers
 
 
 def test_shared_input_refuses_different_shapes(make_cfg):
     with pytest.raises(ConfigError, match="separate_input"):
-        _module(make_cfg, "target=hand_digits_color")
+        _module(make_cfg, "target=hand_digits_color", "source.channels=1")
 
 
 def test_target_share_sets_the_examples_per_task(make_cfg):
     module, _ = _module(make_cfg, "method.target_share=0.25")
-    assert module._examples_per_task({"source": 128, "target": 128}) == {
+    assert module.objectives.cls.examples_per_task({"source": 128, "target": 128}) == {
         "source": 128,
         "target": 43,
     }
@@ -77,7 +84,7 @@ def test_separate_input_run_reports_each_task_by_its_own_head(make_cfg, tmp_path
     )
     domains = build_domains(cfg)
     (joint,) = run_stages(cfg, domains, tmp_path / "run")
-    module = joint.module.eval()
+    module = joint.module.model.eval()
 
     def accuracy(role: str, head: str) -> float:
         split = domains[role].test

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import QUICK
 
+from tlframe.engine.stages import run_stages
 from tlframe.methods.progressive import ProgressiveNet
 from tlframe.models.backbones import lenet, mlp
 from tlframe.models.heads import linear
-from tlframe.stages import run_stages
 from tlframe.train import build_domains
 
 SHAPE = (1, 28, 28)
@@ -48,11 +48,11 @@ def test_target_column_leaves_the_source_task_bit_identical(make_cfg, tmp_path):
     x = domains["source"].test[list(range(256))][0]
     source.module.eval(), target.module.eval()
     with torch.no_grad():
-        before = source.module.logits_for(x, "source")
-        after = target.module.logits_for(x, "source")
+        before = source.module.model.logits(x, "source")
+        after = target.module.model.logits(x, "source")
     assert torch.equal(before, after)
     assert target.metrics["test/source/acc"] == source.metrics["test/source/acc"]
-    net = target.module.net
+    net = target.module.model.net
     assert net.roles == ["source", "target"]
     frozen = [p for m in net.frozen for p in m.parameters()]
     assert frozen and all(not p.requires_grad for p in frozen)

@@ -14,9 +14,9 @@ import pytorch_lightning as pl
 import torch
 from conftest import QUICK, subprocess_env
 
-from tlframe import stages
-from tlframe.methods.base import NonFiniteLossError
-from tlframe.stages import build_module, domain_infos, plan_stages
+from tlframe.engine import stages
+from tlframe.engine.module import NonFiniteLossError
+from tlframe.engine.stages import build_module, domain_infos, plan_stages
 from tlframe.train import build_domains, train
 
 # Three epochs of 12 steps on a small source; deterministic kernels; no stage cache, so
@@ -88,7 +88,7 @@ def test_finite_loss_terms_whose_sum_overflows_stop_training(make_cfg, monkeypat
     domains = build_domains(cfg)
     module = build_module(cfg, plan_stages(cfg)[0], domain_infos(domains), None)
     huge = {"a": torch.tensor(3e38), "b": torch.tensor(3e38)}  # each finite in float32
-    monkeypatch.setattr(module, "training_losses", lambda batch: huge)
+    monkeypatch.setattr(module, "losses", lambda batch: huge)
     with pytest.raises(NonFiniteLossError, match=r"the total loss became inf at step 0"):
         module.training_step({}, 0)
 
@@ -126,7 +126,7 @@ def test_a_two_stage_run_killed_in_its_second_stage_resumes_there(
     run = [
         *QUICK,
         "method=finetune",
-        "method.epochs_target=3",
+        "method.tuning.epochs=3",
         "source.num_train=300",
         "source.num_val=200",
         "source.num_test=200",

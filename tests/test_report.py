@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tlframe.report import main, report
+from tlframe.tools.report import main, report
 
 
 def job(root: Path, num: int, method: str, seed: int, target_acc: float, source_acc: float):

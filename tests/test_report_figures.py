@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tlframe.report import report
+from tlframe.tools.report import report
 
 DOMAINS = ("synth_digits", "hand_digits", "synth_digits_color")
 

@@ -10,12 +10,12 @@ import torch
 from conftest import QUICK
 from torch import nn
 
-from tlframe.cache import StageCache
-from tlframe.checkpoints import load_weights
+from tlframe.engine.cache import StageCache
+from tlframe.engine.checkpoints import load_weights
+from tlframe.engine.stages import run_stages
 from tlframe.errors import ConfigError, DataError
 from tlframe.io import safe_load
 from tlframe.models.backbones import resnet
-from tlframe.stages import run_stages
 from tlframe.train import build_domains
 
 

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from conftest import QUICK
 
-from tlframe.data.fonts import DIGIT_FONTS, render_glyphs
-from tlframe.data.synth_letters import LETTERS, synth_letters
+from tlframe.data.synthetic.fonts import DIGIT_FONTS, render_glyphs
+from tlframe.data.synthetic.synth_letters import LETTERS, synth_letters
+from tlframe.engine.stages import build_module, domain_infos, plan_stages, run_stages
 from tlframe.errors import ConfigError
 from tlframe.methods.clustering import cluster_accuracy
-from tlframe.methods.objectives import Autoencoder, Contrastive, Rotation, nt_xent
-from tlframe.methods.self_taught import SelfTaughtPretrain
+from tlframe.methods.pretext import Autoencoder, Contrastive, Pretext, Rotation, nt_xent
 from tlframe.models.augment import Augment
 from tlframe.models.backbones import lenet
-from tlframe.stages import run_stages
 from tlframe.train import build_domains, train
 
 SMALL = ["source=synth_letters", "source.num_train=300", "source.num_val=100"]
@@ -45,17 +45,17 @@ def test_synth_letters_has_26_balanced_classes(tmp_path) -> None:
 @pytest.mark.parametrize("objective", ["contrastive", "rotation"])
 def test_pretrain_stage_never_receives_source_labels(make_cfg, monkeypatch, objective) -> None:
     seen = []
-    original = SelfTaughtPretrain.training_losses
+    original = Pretext.forward
 
-    def spy(self, batch):
-        seen.extend((role, y) for role, (_, y) in batch.items())
-        return original(self, batch)
+    def spy(self, out, progress):
+        seen.extend((role, out.y(role)) for role in out.roles)
+        return original(self, out, progress)
 
-    monkeypatch.setattr(SelfTaughtPretrain, "training_losses", spy)
+    monkeypatch.setattr(Pretext, "forward", spy)
     record = train(
         make_cfg(
             "method=self_taught",
-            f"method.objective={objective}",
+            f"method/pretext={objective}",
             "data.target_labels=2",
             *QUICK,
             *SMALL,
@@ -67,10 +67,16 @@ def test_pretrain_stage_never_receives_source_labels(make_cfg, monkeypatch, obje
     assert record["labels_read"] == {"source": "none", "target": "2 per class"}
 
 
-def test_pretrain_stage_refuses_labeled_training_data(make_cfg) -> None:
-    cfg = make_cfg("method=self_taught", "method.stages.pretrain.train_on={source: all}", *SMALL)
-    with pytest.raises(ConfigError, match="learns without labels"):
-        train(cfg)
+def test_a_pretext_task_refuses_a_labeled_batch(make_cfg) -> None:
+    """The data module hands a label-free stage no labels; the objective checks it."""
+    cfg = make_cfg("method=self_taught", "data.target_labels=2", *SMALL)
+    domains = build_domains(cfg)
+    pretrain = plan_stages(cfg)[0]
+    module = build_module(cfg, pretrain, domain_infos(domains), None)
+    x, y = domains["source"].train[list(range(4))]
+    with pytest.raises(RuntimeError, match="source labels reached the label-free stage"):
+        module.losses({"source": (x, y)})
+    assert set(module.losses({"source": (x, None)})) == {"contrastive_source"}
 
 
 def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -81,14 +87,14 @@ def state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_frozen_extractor_is_unchanged_by_the_target_stage(make_cfg, finetune: bool) -> None:
     cfg = make_cfg(
         "method=self_taught",
-        "method.objective=autoencoder",
+        "method/pretext=autoencoder",
         f"method.finetune={finetune}",
         "data.target_labels=2",
         *QUICK,
         *SMALL,
     )
     pretrain, target = run_stages(cfg, build_domains(cfg), Path(cfg.paths.output_dir))
-    before, after = state(pretrain.module.backbone), state(target.module.backbone)
+    before, after = state(pretrain.module.model.backbone), state(target.module.model.backbone)
     unchanged = all(torch.equal(before[k], after[k]) for k in before)
     assert unchanged != finetune  # frozen: bit-identical (BN buffers too); fine-tuned: moved
     assert "head" not in pretrain.module.parts()
@@ -97,17 +103,17 @@ def test_frozen_extractor_is_unchanged_by_the_target_stage(make_cfg, finetune: b
 def test_head_on_the_first_blocks_sees_their_frozen_copies(make_cfg) -> None:
     cfg = make_cfg(
         "method=self_taught",
-        "method.objective=rotation",
+        "method/pretext=rotation",
         "method.feature_blocks=2",
         "data.target_labels=2",
         *QUICK,
         *SMALL,
     )
     pretrain, target = run_stages(cfg, build_domains(cfg), Path(cfg.paths.output_dir))
-    blocks = target.module.backbone.blocks
+    blocks = target.module.model.backbone.blocks
     assert list(blocks._modules) == ["conv1", "conv2", "flatten"]
-    assert target.module.head.in_features == 50 * 4 * 4  # lenet's conv2 output on 28 x 28
-    before = state(pretrain.module.backbone.blocks[:2])
+    assert target.module.model.head.in_features == 50 * 4 * 4  # lenet's conv2 output on 28 x 28
+    before = state(pretrain.module.model.backbone.blocks[:2])
     after = state(blocks[:2])
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)  # copied, then frozen
@@ -158,11 +164,17 @@ def test_augment_is_batched_seeded_and_changes_images() -> None:
     assert a.shape == x.shape and torch.equal(a, b) and not torch.allclose(a, x)
 
 
+def pretext(cls: type, width: int, input_shape: tuple[int, ...]) -> Pretext:
+    """A pretext task built as a stage builds it, for a model of ``width`` features."""
+    task = SimpleNamespace(input_shape=input_shape)
+    return cls(model=SimpleNamespace(out_features=width), context=SimpleNamespace(task=task))
+
+
 @pytest.mark.parametrize("objective", [Autoencoder, Contrastive, Rotation])
 def test_objectives_give_finite_losses_with_gradients(objective) -> None:
     backbone = lenet(input_shape=(1, 28, 28))
-    loss_fn = objective(in_features=backbone.out_features, input_shape=(1, 28, 28))
-    losses = loss_fn(backbone, torch.randn(8, 1, 28, 28))
+    loss_fn = pretext(objective, backbone.out_features, (1, 28, 28))
+    losses = loss_fn.loss(backbone, torch.randn(8, 1, 28, 28))
     total = sum(losses.values())
     total.backward()
     assert torch.isfinite(total)
@@ -174,7 +186,7 @@ def test_rotation_objective_names_each_rotation() -> None:
     loss once its classifier is fit; one blind to it cannot beat chance (log 4)."""
     x = torch.zeros(4, 1, 8, 8)
     x[:, :, 0, 3] = 1.0  # a mark in the top row: each rotation moves it to another side
-    objective = Rotation(in_features=4, input_shape=(1, 8, 8))
+    objective = pretext(Rotation, 4, (1, 8, 8))
 
     def sides(images: torch.Tensor) -> torch.Tensor:  # mass on the top/left/bottom/right
         rows, cols = images.sum(dim=(1, 3)), images.sum(dim=(1, 2))
@@ -183,12 +195,12 @@ def test_rotation_objective_names_each_rotation() -> None:
     with torch.no_grad():
         objective.classifier.weight.copy_(10 * torch.eye(4))
         objective.classifier.bias.zero_()
-        seeing = objective(sides, x)["rotation"]
-        blind = objective(lambda images: torch.zeros(len(images), 4), x)["rotation"]
+        seeing = objective.loss(sides, x)["rotation"]
+        blind = objective.loss(lambda images: torch.zeros(len(images), 4), x)["rotation"]
     assert seeing.item() < 0.01
     assert blind.item() == pytest.approx(math.log(4), rel=1e-5)
 
 
 def test_rotation_objective_refuses_non_square_inputs() -> None:
     with pytest.raises(ConfigError, match="square images"):
-        Rotation(in_features=8, input_shape=(64,))
+        pretext(Rotation, 8, (64,))

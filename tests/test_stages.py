@@ -7,31 +7,15 @@ import torch
 from conftest import QUICK
 from omegaconf import OmegaConf, open_dict
 
-from tlframe.cache import StageCache
-from tlframe.stages import build_module, domain_infos, plan_stages, run_stages
+from tlframe.engine.cache import StageCache
+from tlframe.engine.stages import build_module, domain_infos, plan_stages, run_stages
 from tlframe.train import build_domains
-
-TWO_STAGES = {
-    "name": "toy_two_stage",
-    "same_classes": True,
-    "stages": {
-        "pretrain": {
-            "module": {"_target_": "toy_methods.RecordingModule"},
-            "train_on": {"source": "all"},
-        },
-        "adapt": {
-            "module": {"_target_": "toy_methods.RecordingModule"},
-            "train_on": {"target": "${data.target_labels}"},
-            "trainer": {"max_epochs": 1},
-        },
-    },
-}
 
 
 def two_stage_cfg(make_cfg, *overrides):
     cfg = make_cfg(*QUICK, "source.num_train=300", "data.target_labels=3", *overrides)
     with open_dict(cfg):
-        cfg.method = OmegaConf.create(TWO_STAGES)
+        cfg.method = OmegaConf.create({"_target_": "toy_methods.two_stages"})
     return cfg
 
 
@@ -39,14 +23,14 @@ def test_second_stage_receives_the_first_stages_trained_parts(make_cfg, tmp_path
     cfg = two_stage_cfg(make_cfg)
     results = run_stages(cfg, build_domains(cfg), tmp_path / "run")
     assert [r.name for r in results] == ["pretrain", "adapt"]
-    handed = results[1].module.inherited_state
-    trained = results[0].module.backbone.state_dict()
+    handed = results[1].module.model.inherited_state
+    trained = results[0].module.model.backbone.state_dict()
     assert handed.keys() == trained.keys()
     assert all(torch.equal(handed[k], trained[k]) for k in trained)
     # the hand-over is not the initial weights of a new model (run_stage seeds them alike)
     infos, first = domain_infos(build_domains(cfg)), plan_stages(cfg)[0]
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    initial = build_module(cfg, first, infos, None).backbone
+    initial = build_module(cfg, first, infos, None).model.backbone
     assert any(not torch.equal(handed[k], v) for k, v in initial.state_dict().items())
 
 
@@ -89,8 +73,8 @@ def test_stage_keys_follow_content(make_cfg):
 def test_a_stage_may_set_trainer_and_optimizer_arguments_the_global_config_lacks(make_cfg):
     cfg = make_cfg(
         "method=finetune",
-        "++method.stages.target.trainer.val_check_interval=10",
-        "++method.stages.target.optimizer.dampening=0.1",
+        "++stages.target.trainer.val_check_interval=10",
+        "++stages.target.optimizer.dampening=0.1",
     )
     source, target = plan_stages(cfg)
     assert target.trainer.val_check_interval == 10 and target.optimizer.dampening == 0.1

@@ -21,10 +21,10 @@ from file_fixtures import (
 )
 from torchvision.datasets import SVHN
 
-from tlframe.data import mnistm as mnistm_module
+from tlframe.data.benchmarks import mnistm as mnistm_module
+from tlframe.data.benchmarks.mnistm import mnistm
+from tlframe.data.benchmarks.torchvision_digits import digits
 from tlframe.data.domain import SPLITS, Domain
-from tlframe.data.mnistm import mnistm
-from tlframe.data.torchvision_digits import digits
 from tlframe.errors import ConfigError, DataError
 from tlframe.train import build_domains, check_input_shapes
 

@@ -40,7 +40,7 @@ def test_run_dir_holds_metrics_tensorboard_hparams_and_checkpoints(make_cfg, tmp
     assert saved["labels_read"] == {"source": "all", "target": "none"}
     assert len(saved["metrics"]["test/target/acc_per_class"]) == 10
     assert saved["selection"] == "val/source/acc" and saved["seed"] == 0
-    assert saved["config"]["method"]["name"] == "source_only"
+    assert saved["method"] == "source_only"
     assert set(saved["timings"]) == {"data", "fit", "test", "report"}
     events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event files"

@@ -10,7 +10,7 @@ from pytorch_lightning.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util.tensor_util import make_ndarray
 
-from tlframe.methods.base import TransferModule
+from tlframe.engine.module import Engine
 from tlframe.train import train
 
 STEPS = 7  # with logs every 3 steps Lightning writes steps 2 and 5 (and the last, 6, not)
@@ -52,7 +52,7 @@ def test_training_values_are_logged_only_on_written_steps_with_the_same_values(
     logged_steps = len([c for c in calls if c == "train/loss"])
 
     calls.clear()  # as before: every step logged, Lightning writing every third
-    monkeypatch.setattr(TransferModule, "logs_this_step", lambda self: True)
+    monkeypatch.setattr(Engine, "logs_this_step", lambda self: True)
     dense = scalars_of_run(make_cfg, tmp_path / "dense", method)
 
     assert logged_steps == 2 and len([c for c in calls if c == "train/loss"]) == STEPS
@@ -89,7 +89,7 @@ def test_progress_bar_advances_every_batch_and_rereads_metrics_on_logged_steps(
     monkeypatch.setattr(RichProgressBar, "_update", recording_advance)
     cfg = make_cfg(*SHORT, "method=source_only", run_dir=tmp_path / "run")
     cfg.trainer.enable_progress_bar = True
-    assert cfg.callbacks.progress_bar._target_ == "tlframe.callbacks.ProgressBar"
+    assert cfg.callbacks.progress_bar._target_ == "tlframe.engine.callbacks.ProgressBar"
     train(cfg)
     assert full_updates == [2, 5]  # the batches whose train/loss is logged
     assert positions == list(range(1, STEPS + 1))  # the bar itself moves every batch

@@ -15,10 +15,10 @@ from conftest import QUICK, run_cli
 from omegaconf import open_dict
 from scipy.stats import multivariate_normal
 
-from tlframe import rank as rank_cli
-from tlframe.report import main as report_main
-from tlframe.report import report
-from tlframe.transferability import (
+from tlframe.tools import rank as rank_cli
+from tlframe.tools.report import main as report_main
+from tlframe.tools.report import report
+from tlframe.tools.transferability import (
     leep,
     log_evidence,
     logme,
@@ -214,7 +214,7 @@ def test_tlframe_rank_scores_embedded_sources_and_reuses_the_train_cache(
 def test_a_candidate_uses_the_source_stage_of_the_fine_tuning_family(make_cfg, tmp_path):
     """Same overrides, same cache key: a rank run reuses a finetune/lwf/l2sp sweep's source
     models, and vice versa."""
-    from tlframe.stages import plan_stages
+    from tlframe.engine.stages import plan_stages
 
     overrides = ["data.target_labels=10", "target.channels=3", "source.channels=3", *TINY]
     candidate = rank_cli.candidate_config(

@@ -1,4 +1,4 @@
-"""Label-free criteria (tlframe.validators): a collapsed or uniform predictor must score
+"""Label-free criteria (tlframe.engine.label_free): a collapsed or uniform predictor must score
 worse than a trained one under every criterion that selection and the searches offer, and
 each criterion computes what its paper defines."""
 
@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tlframe.selection import LABEL_FREE
-from tlframe.validators import (
+from tlframe.engine.label_free import (
     LabelFreeCriteria,
     deep_embedded_validation,
     information_maximization,
@@ -19,6 +18,7 @@ from tlframe.validators import (
     snd_among_trained,
     soft_neighborhood_density,
 )
+from tlframe.engine.selection import LABEL_FREE
 
 CLASSES, WIDTH = 10, 32
 

@@ -12,15 +12,16 @@ import torch
 from conftest import QUICK
 from omegaconf import OmegaConf
 
-from tlframe.data.class_info import attribute_table, word_vectors
+from tlframe.data.benchmarks.xlsa17 import xlsa17
 from tlframe.data.datamodule import TransferDataModule
-from tlframe.data.xlsa17 import xlsa17
-from tlframe.data.zero_shot import seen_classes
+from tlframe.data.zero_shot.class_info import attribute_table, word_vectors
+from tlframe.data.zero_shot.split import seen_classes
+from tlframe.engine.metrics import ClassAccuracy
+from tlframe.engine.stages import build_module, domain_infos, plan_stages
 from tlframe.errors import ConfigError
 from tlframe.methods.attribute_embedding import ranking_hinge
 from tlframe.methods.conse import convex_combination
-from tlframe.methods.zero_shot import ClassAccuracy, best_among, class_mean, harmonic_mean
-from tlframe.stages import build_module, domain_infos, plan_stages
+from tlframe.methods.zero_shot import best_among, class_mean, harmonic_mean
 from tlframe.train import build_domains, train
 
 SMALL = ["source.base.num_train=300", "source.base.num_val=100", "source.base.num_test=200"]
@@ -29,7 +30,8 @@ SMALL = ["source.base.num_train=300", "source.base.num_val=100", "source.base.nu
 def _zsl(make_cfg, method: str, *overrides: str):
     cfg = make_cfg(f"method={method}", "dataset=zsl_digits", *SMALL, *overrides)
     domains = build_domains(cfg)
-    return cfg, domains, build_module(cfg, plan_stages(cfg)[0], domain_infos(domains), None)
+    engine = build_module(cfg, plan_stages(cfg)[0], domain_infos(domains), None)
+    return cfg, domains, engine.model
 
 
 @pytest.mark.parametrize("benchmark", ["zsl_digits", "zsl_letters"])

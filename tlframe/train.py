@@ -26,16 +26,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tlframe.config import config_dir, register_resolvers
+from tlframe.config import config_dir, register_configs
 from tlframe.errors import ConfigError, TlframeError, as_output_error
 
 if TYPE_CHECKING:
     from tlframe.data.domain import Domain
+    from tlframe.engine.method import Method
 
 log = logging.getLogger("tlframe")
-register_resolvers()
+register_configs()
 
 # Lightning's advice for large streamed data sets; in-memory domains need no workers.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -47,7 +48,8 @@ warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore 
 
 
 def build_domains(cfg: DictConfig) -> dict[str, Domain]:
-    """Instantiate the source and target domains (once, if both name the same data)."""
+    """Instantiate the source and target domains (once, if both name the same data); a grey
+    domain paired with a colour one is read with three channels (``match_channels``)."""
     domains: dict[str, Domain] = {}
     for role in ("source", "target"):
         other = "target" if role == "source" else "source"
@@ -55,7 +57,33 @@ def build_domains(cfg: DictConfig) -> dict[str, Domain]:
             domains[role] = domains[other]
         else:
             domains[role] = _instantiate_domain(cfg[role])
+    match_channels(cfg, domains)
     return domains
+
+
+def match_channels(cfg: DictConfig, domains: dict[str, Domain]) -> None:
+    """One backbone reads both domains: a grey image domain whose ``channels`` option is
+    left to tlframe (null) is read as RGB, its grey repeated, when the other is colour.
+    ``cfg`` records the choice, so the stage keys and metrics.json say what ran."""
+    shapes = {role: tuple(d.input_shape) for role, d in domains.items()}
+    if any(len(shape) != 3 for shape in shapes.values()):
+        return
+    grey = [role for role, shape in shapes.items() if shape[0] == 1]
+    colour = [role for role, shape in shapes.items() if shape[0] == 3]
+    if len(grey) != 1 or len(colour) != 1:
+        return
+    (role,), (other,) = grey, colour
+    node = cfg[role]
+    if not isinstance(node, DictConfig) or "channels" not in node or node.channels is not None:
+        return
+    with open_dict(cfg):
+        node.channels = 3
+    domains[role] = _instantiate_domain(node)
+    log.info(
+        "%s %s is grey and %s %s colour: reading %s as 3 channels, its grey repeated (set "
+        "%s.channels to choose)",
+        role, domains[role].name, other, domains[other].name, role, role,
+    )  # fmt: skip
 
 
 def _instantiate_domain(node: DictConfig) -> Domain:
@@ -72,16 +100,16 @@ def _instantiate_domain(node: DictConfig) -> Domain:
         raise
 
 
-def check_classes(cfg: DictConfig, domains: dict[str, Domain]) -> None:
+def check_classes(method: Method, domains: dict[str, Domain]) -> None:
     """Methods that share one head across domains need the same classes on both sides."""
-    if not cfg.method.get("same_classes", True):
+    if not method.same_classes:
         return
     source, target = domains["source"], domains["target"]
     if list(source.class_names) != list(target.class_names):
         only_s = sorted(set(source.class_names) - set(target.class_names))
         only_t = sorted(set(target.class_names) - set(source.class_names))
         raise ConfigError(
-            f"method {cfg.method.name} needs the same classes in source and target; "
+            f"method {method.name} needs the same classes in source and target; "
             f"{source.name} only: {only_s or '-'}, {target.name} only: {only_t or '-'}"
             + ("" if only_s or only_t else " (same names, different order)")
         )
@@ -112,17 +140,15 @@ def _shape_fix(shape_s: tuple[int, ...], shape_t: tuple[int, ...]) -> str:
     return " ".join(fixes)
 
 
-def check_label_counts(cfg: DictConfig, domains: dict[str, Domain]) -> None:
+def check_label_counts(cfg: DictConfig, method: Method, domains: dict[str, Domain]) -> None:
     """k labeled examples per class need k training examples in every class: checked as soon
     as the domains are loaded, not when the stage that draws them starts training."""
     from tlframe.data.domain import split_labels
-    from tlframe.data.labels import k_per_class, parse_regime
+    from tlframe.data.labels import k_per_class
+    from tlframe.engine.stages import stage_regimes
 
-    for stage in (cfg.method.get("stages") or {}).values():
-        if stage is None:
-            continue
-        for role, regime in stage.train_on.items():
-            k = parse_regime(regime)
+    for stage in method.stages:
+        for role, k in stage_regimes(cfg, stage).items():
             if isinstance(k, int) and role in domains:
                 domain = domains[role]
                 k_per_class(split_labels(domain.train), k, int(cfg.seed), domain=domain.name)
@@ -143,33 +169,35 @@ def completed_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its metrics.json record."""
-    from tlframe.distributed import is_rank_zero
-    from tlframe.outputs import log_hparams, write_metrics
-    from tlframe.stages import run_stages
+    from tlframe.engine.distributed import is_rank_zero
+    from tlframe.engine.outputs import log_hparams, write_metrics
+    from tlframe.engine.stages import run_stages
     from tlframe.validate import validate
 
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    composed = OmegaConf.to_container(cfg, resolve=True)  # before tlframe fills anything in
     done = completed_record(cfg, run_dir)
     if done is not None:  # a relaunched sweep: this job finished before
         log.info("%s already holds this finished run; not training again", run_dir)
         return done
-    validate(cfg)
+    method = validate(cfg)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     domains = build_domains(cfg)
-    check_classes(cfg, domains)
-    check_input_shapes(domains, bool(cfg.method.get("same_input_shape", True)))
-    check_label_counts(cfg, domains)
+    check_classes(method, domains)
+    check_input_shapes(domains, method.same_input_shape)
+    check_label_counts(cfg, method, domains)
     timings["data"] = time.perf_counter() - start
-    results = run_stages(cfg, domains, run_dir)
+    results = run_stages(cfg, domains, run_dir, method)
     timings["fit"] = sum(r.fit_seconds for r in results)
     timings["test"] = sum(r.test_seconds for r in results)
     start = time.perf_counter()
     names = {role: d.name for role, d in domains.items()}
     log_hparams(cfg, results)
     timings["report"] = time.perf_counter() - start
-    record = write_metrics(run_dir, cfg, names, results, timings)
+    shapes = {role: list(d.input_shape) for role, d in domains.items()}
+    record = write_metrics(run_dir, composed, method.name, names, shapes, results, timings)
     if is_rank_zero():  # once, not once per DDP process
         _print_summary(record, run_dir)
     return record

@@ -5,15 +5,19 @@ Each failure is a ``ConfigError`` whose message names the setting and how to fix
 
 from __future__ import annotations
 
+import functools
 import inspect
+from typing import Any
 
-from hydra.utils import get_class, get_object
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
 from tlframe.data.labels import method_setting, parse_regime
+from tlframe.engine.method import Method, Stage
+from tlframe.engine.selection import holdout_options, resolve_selection
+from tlframe.engine.stages import build_method, stage_regimes, stage_settings
 from tlframe.errors import ConfigError
 from tlframe.models.backbones import pretrained_weights
-from tlframe.selection import holdout_options, resolve_selection
 
 # Backbones whose ``arch`` and ``weights`` name torchvision models and weights.
 _TORCHVISION_BACKBONES = {"tlframe.models.backbones.resnet"}
@@ -63,8 +67,8 @@ def _select(cfg: DictConfig, path: str):
     return node
 
 
-def validate(cfg: DictConfig) -> None:
-    """Reject settings that cannot work, with the override that fixes them."""
+def validate(cfg: DictConfig) -> Method:
+    """Reject settings that cannot work, with the override that fixes them; the method, built."""
     _integer(cfg, "seed", 0)
     for key in ("batch_size", "eval_batch_size", "steps_per_epoch"):
         _integer(cfg, f"data.{key}", 1)
@@ -75,20 +79,14 @@ def validate(cfg: DictConfig) -> None:
         _check_arguments(cfg.get(group), group)
     parse_regime(cfg.data.get("target_labels"))
     _check_backbone_weights(cfg)
-    stages = _stages(cfg)
-    setting = method_setting(
-        [dict(s.train_on) for s in stages.values() if isinstance(s.get("train_on"), DictConfig)]
-    )
-    for name, stage in stages.items():
-        _check_stage(cfg, name, stage, setting)
+    method = build_method(cfg)
+    regimes = [stage_regimes(cfg, stage) for stage in method.stages]
+    setting = method_setting(regimes)
+    for stage, train_on in zip(method.stages, regimes, strict=True):
+        _check_stage(cfg, method.name, stage, train_on, setting)
     holdout_options(cfg.get("holdout"))
     _check_optimized_metric(cfg.get("optimized_metric"))
-
-
-def _stages(cfg: DictConfig) -> dict[str, DictConfig]:
-    """The method's stages, less those a method extending another drops (``<name>: null``)."""
-    stages = cfg.method.get("stages") or {}
-    return {str(name): stage for name, stage in stages.items() if stage is not None}
+    return method
 
 
 def _check_optimized_metric(metric: str | None) -> None:
@@ -145,31 +143,31 @@ def _check_arguments(
         )
 
 
-def _check_stage(cfg: DictConfig, name: str, stage: DictConfig, setting: dict) -> None:
-    method = cfg.method.get("name", "?")
-    if not stage.get("train_on") or "module" not in stage:
-        raise ConfigError(
-            f"method {method} stage {name!r} needs a module and a train_on mapping "
-            "such as {source: all}"
-        )
-    # A stage's own settings (often interpolated from method options such as lr_target)
-    where = f"method {method} stage {name!r}: "
-    _positive_number(stage, "optimizer.lr", where)
+def _check_stage(cfg: DictConfig, method: str, stage: Stage, train_on: dict, setting: dict) -> None:
+    where = f"method {method} stage {stage.name!r}: "
+    own = OmegaConf.create({"trainer": dict(stage.trainer), "optimizer": dict(stage.optimizer)})
+    own.merge_with(stage_settings(cfg, stage))
+    _positive_number(own, "optimizer.lr", where)
     for group in ("trainer", "optimizer"):  # a stage's own arguments, for the global target
-        _check_arguments(stage.get(group), group, cfg.get(group), where)
-    try:
-        module_class = get_class(stage.module._target_)
-    except Exception as err:
+        _check_arguments(own.get(group), group, cfg.get(group), where)
+    needs_labels = any(_part_class(f).needs_labels for f in stage.objectives.values())
+    # A stage that learns nothing (k-means at test time) may train 0 epochs.
+    _integer(own, "trainer.max_epochs", 1 if stage.objectives else 0, where)
+    resolve_selection(stage.selection or cfg.get("selection"), train_on, setting)
+    if needs_labels and set(train_on.values()) == {"none"}:
         raise ConfigError(
-            f"method {method} stage {name!r}: cannot import {stage.module._target_} ({err})"
-        ) from err
-    regimes = {role: parse_regime(r) for role, r in stage.train_on.items()}
-    # A stage that needs no labels and sees none (k-means at test time) may train 0 epochs.
-    trains = getattr(module_class, "needs_labels", True) or set(regimes.values()) != {"none"}
-    _integer(stage, "trainer.max_epochs", 1 if trains else 0, where)
-    resolve_selection(stage.get("selection") or cfg.get("selection"), regimes, setting)
-    if getattr(module_class, "needs_labels", True) and set(regimes.values()) == {"none"}:
-        raise ConfigError(
-            f"method {method} trains on {', '.join(regimes)} with labels, but "
+            f"method {method} trains on {', '.join(train_on)} with labels, but "
             "none are available; set data.target_labels=all or an integer k"
         )
+    for name, factory in stage.objectives.items():
+        missing = [role for role in _part_class(factory).needs_roles if role not in train_on]
+        if missing:
+            raise ConfigError(
+                f"objective {name} needs {' and '.join(missing)} examples, but method {method} "
+                f"stage {stage.name!r} trains on {', '.join(train_on)} only; add it to a "
+                "method whose last stage reads them"
+            )
+
+
+def _part_class(factory: Any) -> type:
+    return factory.func if isinstance(factory, functools.partial) else factory

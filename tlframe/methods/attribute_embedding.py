@@ -14,52 +14,58 @@ An image's class is the candidate whose g(a) is nearest (most compatible).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from functools import partial
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tlframe.engine.context import StageContext
+from tlframe.engine.method import Method, method
+from tlframe.engine.objective import Objective, StepOutputs
 from tlframe.errors import ConfigError
-from tlframe.methods.zero_shot import ZeroShotModule
+from tlframe.methods.zero_shot import ZeroShotModel, seen_stage
 
 ENCODERS = ("linear", "identity")
 SIMILARITIES = ("cosine", "dot")
 LOSSES = ("softmax", "hinge")
 
 
-class AttributeEmbedding(ZeroShotModule):
+def _choose(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"method.{option}={value!r}; choose one of {', '.join(choices)}")
+
+
+class EmbeddingModel(ZeroShotModel):
     """Compatibility s(x, c) = sim(f(x), g(a_c)) between an image and each class."""
 
     def __init__(
         self,
         *,
+        backbone: Callable[..., nn.Module],
         head: Callable[..., nn.Module],
-        embedding_dim: int | None = None,
-        class_encoder: str = "linear",
-        similarity: str = "cosine",
-        loss: str = "softmax",
-        scale: float = 10.0,
-        margin: float = 0.1,
-        **kwargs,
+        context: StageContext,
+        embedding_dim: int | None,
+        class_encoder: str,
+        similarity: str,
     ):
-        for option, value, choices in (
-            ("class_encoder", class_encoder, ENCODERS),
-            ("similarity", similarity, SIMILARITIES),
-            ("loss", loss, LOSSES),
-        ):
-            if value not in choices:
-                raise ConfigError(f"method.{option}={value!r}; choose one of {', '.join(choices)}")
-        super().__init__(head=head, **kwargs)
-        side_dim = self.semantic(self.context.task_role).shape[1]
+        _choose("class_encoder", class_encoder, ENCODERS)
+        _choose("similarity", similarity, SIMILARITIES)
+        super().__init__(context=context)
+        side_dim = self.semantic(self.task_role).shape[1]
         if class_encoder == "identity" and embedding_dim not in (None, side_dim):
             raise ConfigError(
                 f"method.class_encoder=identity embeds into the side information's own "
                 f"{side_dim} dimensions; set method.embedding_dim=null"
             )
         dim = embedding_dim or side_dim
+        self.backbone = backbone(input_shape=context.task.input_shape)
         self.head = head(in_features=self.backbone.out_features, num_classes=dim)
         self.class_encoder = nn.Linear(side_dim, dim) if class_encoder == "linear" else None
-        self.similarity, self.loss, self.scale, self.margin = similarity, loss, scale, margin
+        self.similarity = similarity
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
 
     def embed_classes(self, role: str) -> Tensor:
         """g(a) for every class of ``role``'s domain."""
@@ -71,14 +77,34 @@ class AttributeEmbedding(ZeroShotModule):
             embedded, classes = F.normalize(embedded, dim=1), F.normalize(classes, dim=1)
         return embedded @ classes.T
 
-    def class_scores(self, x: Tensor, role: str) -> Tensor:
-        return self.compatibility(self(x), self.embed_classes(role))
+    def scores_of(self, features: Tensor, role: str) -> Tensor:
+        return self.compatibility(self.head(features), self.embed_classes(role))
 
-    def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
-        role = self.context.task_role
-        x, y = batch[role]
-        seen = self.embed_classes(role)[self.seen_mask(role)]
-        scores, labels = self.compatibility(self(x), seen), self.seen_labels(y)
+
+class Compatibility(Objective):
+    """Makes an image most compatible with its own seen class (``loss``: softmax, over
+    ``scale`` times the compatibilities, or the ranking hinge with ``margin``)."""
+
+    needs_labels = True
+
+    def __init__(
+        self,
+        *,
+        model: EmbeddingModel,
+        context: StageContext,
+        loss: str,
+        scale: float,
+        margin: float,
+    ):
+        _choose("loss", loss, LOSSES)
+        super().__init__()
+        self.loss, self.scale, self.margin = loss, scale, margin
+
+    def forward(self, out: StepOutputs, progress: float) -> dict[str, Tensor]:
+        model, role = out.model, out.model.task_role
+        x, y = out.x(role), out.y(role)
+        seen = model.embed_classes(role)[model.seen_mask(role)]
+        scores, labels = model.compatibility(model(x), seen), model.seen_labels(y)
         if self.loss == "softmax":
             return {"compatibility": F.cross_entropy(self.scale * scores, labels)}
         return {"ranking": ranking_hinge(scores, labels, self.margin)}
@@ -90,3 +116,28 @@ def ranking_hinge(scores: Tensor, labels: Tensor, margin: float) -> Tensor:
     violations = (margin - true + scores).clamp_min(0)
     violations = violations.scatter(1, labels[:, None], 0.0)
     return violations.sum(dim=1).mean()
+
+
+@method
+def attribute_embedding(
+    embedding_dim: int | None = None,
+    class_encoder: str = "linear",
+    similarity: str = "cosine",
+    loss: str = "softmax",
+    scale: float = 10.0,
+    margin: float = 0.1,
+) -> Method:
+    """Zero-shot learning by attribute embedding (ALE/DeViSE style), on zero-shot domains
+    (dataset=zsl_digits, zsl_letters or zsl_xlsa17; source.zsl_split=NAME).
+    ``embedding_dim``: the joint space's width (null: the side information's).
+    ``class_encoder``: linear (a learned map) or identity (f predicts the side information).
+    ``similarity``: cosine or dot (ALE's bilinear compatibility). ``loss``: softmax or hinge;
+    ``scale`` (softmax only): inverse temperature; ``margin`` (hinge only, DeViSE's 0.1)."""
+    model = partial(
+        EmbeddingModel,
+        embedding_dim=embedding_dim,
+        class_encoder=class_encoder,
+        similarity=similarity,
+    )
+    objective = partial(Compatibility, loss=loss, scale=scale, margin=margin)
+    return Method("attribute_embedding", [seen_stage(model, objective)])

@@ -8,14 +8,18 @@ Above ``max_joint_dim`` the map is replaced by its randomized version.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from tlframe.methods.adaptation import AdaptationModule
+from tlframe.engine.context import StageContext
+from tlframe.engine.method import Method, method
+from tlframe.engine.model import TransferModel
+from tlframe.engine.objective import Objective, StepOutputs, entropy
+from tlframe.methods.alignment import Alignment, adaptation_stage
 from tlframe.methods.dann import domain_adversarial_loss
-from tlframe.models.layers import reverse_gradient
+from tlframe.models.layers import domain_classifier, reverse_gradient
 
 
 class MultilinearMap(nn.Module):
@@ -37,30 +41,48 @@ class MultilinearMap(nn.Module):
 
 def entropy_weights(probs: Tensor) -> Tensor:
     """1 + exp(-H(p)) per example, normalised to sum to the batch size."""
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
-    weights = 1.0 + torch.exp(-entropy)
+    weights = 1.0 + torch.exp(-entropy(probs))
     return weights / weights.sum() * len(weights)
 
 
-class CDAN(AdaptationModule):
+class ConditionalAdversarial(Alignment):
+    """CDAN's domain loss on the multilinear map of features and predictions."""
+
     def __init__(
         self,
-        *args,
-        domain_classifier: Callable[..., nn.Module],
+        *,
+        model: TransferModel,
+        context: StageContext,
+        trade_off: float = 1.0,
+        schedule: str = "dann",
+        gamma: float = 10.0,
         entropy_conditioning: bool = True,
         max_joint_dim: int = 4096,
-        **kwargs,
+        hidden_dims: Sequence[int] = (1024, 1024),
+        batch_norm: bool = True,
+        dropout: float = 0.0,
     ):
-        super().__init__(*args, **kwargs)
-        num_classes = len(self.class_names)
-        self.joint = MultilinearMap(self.backbone.out_features, num_classes, max_joint_dim)
-        self.domain_classifier = domain_classifier(in_features=self.joint.out_features)
+        super().__init__(trade_off=trade_off, schedule=schedule, gamma=gamma)
+        self.joint_map = MultilinearMap(model.out_features, context.task.num_classes, max_joint_dim)
+        self.domain_classifier = domain_classifier(
+            self.joint_map.out_features,
+            hidden_dims=hidden_dims,
+            batch_norm=batch_norm,
+            dropout=dropout,
+        )
         self.entropy_conditioning = entropy_conditioning
 
-    def alignment_loss(self, f_s, f_t, logits_s, logits_t, factor: float) -> Tensor:
-        probs = torch.cat([logits_s, logits_t]).softmax(dim=1).detach()
-        joint = self.joint(torch.cat([f_s, f_t]), probs)
+    def discrepancy(self, out: StepOutputs, factor: float) -> Tensor:
+        f_s, f_t = out.features("source"), out.features("target")
+        probs = torch.cat([out.logits("source"), out.logits("target")]).softmax(dim=1).detach()
+        joint = self.joint_map(torch.cat([f_s, f_t]), probs)
         scores = self.domain_classifier(reverse_gradient(joint, factor))
         n = len(f_s)
         weights = entropy_weights(probs) if self.entropy_conditioning else None
         return domain_adversarial_loss(scores[:n], scores[n:], weights)
+
+
+@method
+def cdan(alignment: Callable[..., Objective] = ConditionalAdversarial) -> Method:
+    """CDAN: labeled source, unlabeled target, same classes."""
+    return Method("cdan", [adaptation_stage({"alignment": alignment})])

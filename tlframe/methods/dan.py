@@ -2,17 +2,23 @@
 
 The squared maximum mean discrepancy between the source and target feature batches,
 under a sum of Gaussian kernels whose bandwidths are multiples of the batch's mean
-squared distance, is added to the source classification loss.
+squared distance, is added to the source classification loss:
+
+    loss = CE(source) + trade_off * lambda * MK-MMD^2(source features, target features)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from tlframe.methods.adaptation import AdaptationModule
+from tlframe.engine.context import StageContext
+from tlframe.engine.method import Method, method
+from tlframe.engine.model import TransferModel
+from tlframe.engine.objective import Objective, StepOutputs
+from tlframe.methods.alignment import Alignment, adaptation_stage
 
 
 def multi_kernel_mmd(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.125, 0.25, 0.5, 1, 2)):
@@ -25,10 +31,29 @@ def multi_kernel_mmd(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (0.125,
     return kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()
 
 
-class DAN(AdaptationModule):
-    def __init__(self, *args, bandwidths: Sequence[float] = (0.125, 0.25, 0.5, 1, 2), **kwargs):
-        super().__init__(*args, **kwargs)
+class MultiKernelMMD(Alignment):
+    """lambda * MK-MMD^2 of the features; ``bandwidths`` are the kernel widths as multiples
+    of the batch's mean squared distance."""
+
+    def __init__(
+        self,
+        *,
+        model: TransferModel | None = None,
+        context: StageContext | None = None,
+        trade_off: float = 1.0,
+        schedule: str = "constant",
+        gamma: float = 10.0,
+        bandwidths: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0),
+    ):
+        super().__init__(trade_off=trade_off, schedule=schedule, gamma=gamma)
         self.bandwidths = tuple(float(b) for b in bandwidths)
 
-    def alignment_loss(self, f_s, f_t, logits_s, logits_t, factor: float) -> Tensor:
+    def discrepancy(self, out: StepOutputs, factor: float) -> Tensor:
+        f_s, f_t = out.features("source"), out.features("target")
         return factor * multi_kernel_mmd(f_s, f_t, self.bandwidths)
+
+
+@method
+def dan(alignment: Callable[..., Objective] = MultiKernelMMD) -> Method:
+    """DAN: labeled source, unlabeled target, same classes."""
+    return Method("dan", [adaptation_stage({"alignment": alignment})])

@@ -1,68 +1,69 @@
-"""Fine-tuning: the target stage starts from the model the source stage trained.
-
-The backbone is always inherited; the head is inherited too when ``keep_head`` is set (the
-target has the source's classes), otherwise it starts fresh for the target's classes.
-Conservative training (``conservative.py``) and layer transfer (``layer_transfer.py``)
-are variants of this stage.
+"""Two-stage fine-tuning: train backbone + head on the labeled source, then continue
+training on the labeled target examples (``data.target_labels``: all, or k per class; 1 is
+one-shot). Both stages run from one command; the source stage is the shared
+``source_stage``, cached by content, so a sweep over the target stage's options trains it
+once. Conservative training (``lwf``, ``l2sp``) adds objectives to the same stages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from tlframe.engine.method import LABELED, Method, Stage, method
+from tlframe.engine.model import BackboneHead
+from tlframe.engine.objective import CrossEntropy, Objective
+from tlframe.methods.common import budget, source_stage
 
-from tlframe.errors import ConfigError
-from tlframe.methods.base import TransferModule
+
+@dataclass(frozen=True)
+class FineTuning:
+    """The target stage of the fine-tuning family (finetune, lwf, l2sp).
+
+    ``keep_head``: start from the source head (same classes needed), else a new head for
+    the target's classes. ``freeze_bn_stats``: batch-norm layers keep the source's running
+    statistics (eval mode; their scale and shift still train), as Keras's fine-tuning guide
+    advises: batches of k examples per class are no population estimate. ``lr``: null is
+    the source stage's learning rate, as L2-SP's and Yosinski et al.'s fine-tuning use it
+    (a tenth forgets less but adapts less; docs/RESULTS.md has both). ``epochs``: half the
+    source stage's budget. ``init_from``: a .ckpt file or a run dir to load as the source
+    stage instead of training it.
+    """
+
+    keep_head: bool = True
+    freeze_bn_stats: bool = True
+    lr: float | None = None
+    epochs: int = 5
+    init_from: str | None = None
 
 
-class FineTune(TransferModule):
-    """Continue training the inherited backbone (and head) on the stage's labeled data."""
+def fine_tuning_stages(
+    tuning: FineTuning,
+    objectives: Mapping[str, Callable[..., Objective]] | None = None,
+    optimizer: Mapping[str, object] | None = None,
+) -> list[Stage]:
+    """The shared source stage, then the target stage with ``objectives`` added to the
+    cross-entropy on the target labels (and ``optimizer`` settings of its own)."""
+    model = partial(
+        BackboneHead,
+        inherit_head="required" if tuning.keep_head else "never",
+        freeze_bn_stats=tuning.freeze_bn_stats,
+    )
+    limits = budget(tuning.epochs, tuning.lr, ("method.tuning.epochs", "method.tuning.lr"))
+    target = Stage(
+        "target",
+        {"target": LABELED},
+        model=model,
+        objectives={"cls": CrossEntropy, **(objectives or {})},
+        trainer=limits["trainer"],
+        optimizer={**limits["optimizer"], **(optimizer or {})},
+        inherits=True,
+    )
+    return [source_stage(tuning.init_from), target]
 
-    def __init__(
-        self,
-        *,
-        keep_head: bool = True,
-        freeze_bn_stats: bool = False,
-        inherited: Mapping[str, nn.Module] | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.keep_head = keep_head
-        self.freeze_bn_stats = freeze_bn_stats
-        self.head_inherited = False  # True once a source head was copied in
-        self.built_on_source = False
-        if inherited:
-            self.inherit(inherited)
 
-    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
-        self.backbone.load_state_dict(parts["backbone"].state_dict())
-        if self.keep_head:
-            try:
-                self.head.load_state_dict(parts["head"].state_dict())
-            except RuntimeError as err:
-                raise ConfigError(
-                    "method.keep_head=true but the source head does not fit the target's "
-                    f"classes ({len(self.class_names)}); set method.keep_head=false"
-                ) from err
-            self.head_inherited = True
-        self.built_on_source = True
-
-    def on_train_start(self) -> None:
-        """With ``freeze_bn_stats``, batch-norm layers run in eval mode while the rest
-        trains (Lightning's evaluation loops restore that mode after each validation): they
-        normalise with the source's running statistics and keep them, since batches drawn
-        from a few labeled examples per class estimate no population's statistics. Their
-        scale and shift still train."""
-        if self.freeze_bn_stats:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
-
-    def on_fit_start(self) -> None:
-        if not self.built_on_source:
-            raise ConfigError(
-                f"stage {self.context.name!r} fine-tunes a previous stage's model, but it is "
-                "the first stage; declare a source stage before it in the method config"
-            )
+@method
+def finetune(tuning: FineTuning = FineTuning()) -> Method:
+    """Fine-tuning: the source model, trained further on the target labels."""
+    return Method("finetune", fine_tuning_stages(tuning), same_classes=tuning.keep_head)

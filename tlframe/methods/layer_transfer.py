@@ -1,5 +1,5 @@
 """Layer transfer: copy the first or last n blocks of the source backbone, freeze them and
-train the rest (the other blocks and the head, freshly initialised) on the target.
+train the rest (the other blocks and a new head, freshly initialised) on the target.
 
 Blocks are the backbone's ordered ``blocks``, so ``layers=2`` means the same for lenet,
 mlp and resnet. Which layers transfer well is the question of Yosinski et al. (2014):
@@ -8,15 +8,23 @@ mlp and resnet. Which layers transfer well is the question of Yosinski et al. (2
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import BaseFinetuning
+import torch
 from torch import nn
-from torch.optim import Optimizer
 
+from tlframe.engine.context import StageContext
+from tlframe.engine.method import LABELED, Method, Stage, method
+from tlframe.engine.model import BackboneHead
 from tlframe.errors import ConfigError
-from tlframe.methods.finetune import FineTune
+from tlframe.methods.common import budget, source_stage
+from tlframe.models.backbones import Backbone
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 SIDES = ("first", "last")
 
@@ -30,70 +38,28 @@ def check_block_count(value: object, names: list[str], option: str, allowed: str
         )
 
 
-class FreezeCopiedBlocks(BaseFinetuning):
-    """Freezes the copied blocks before training and unfreezes them at ``unfreeze_at_epoch``
-    (``None``: never; ``0``: fine-tuned from the start).
+class CopiedBlocks(BackboneHead):
+    """A backbone whose ``layers`` blocks from the ``side`` of the source backbone are copied
+    (``None``: all) and frozen until ``unfreeze_at_epoch`` (``None``: never), and a new
+    head: it belongs to the part trained on the target, so the classes may differ.
 
-    Frozen blocks run in eval mode: a fixed feature extractor, with no dropout and the
-    source's batch-norm statistics, whose weights and buffers stay bit-identical.
+    ``keep_blocks=n`` keeps only the first n blocks and puts the head on their flattened
+    output (self-taught learning's ``feature_blocks``).
     """
-
-    def __init__(self, blocks: list[nn.Module], unfreeze_at_epoch: int | None):
-        super().__init__()
-        self.blocks = blocks
-        self.unfreeze_at_epoch = unfreeze_at_epoch
-        self.frozen = False
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if trainer.world_size > 1 and self.unfreeze_at_epoch not in (None, 0):
-            # DDP synchronises only the parameters that are trainable when it wraps the model
-            raise ConfigError(
-                f"method.unfreeze_at_epoch={self.unfreeze_at_epoch} cannot run on "
-                f"{trainer.world_size} processes (trainer=ddp): DDP would not synchronise the "
-                "blocks unfrozen later; use null (frozen), 0 (fine-tuned throughout) or 1 device"
-            )
-        super().setup(trainer, pl_module, stage)
-
-    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
-        if self.unfreeze_at_epoch == 0:  # trained from the first step: never frozen
-            return
-        self.freeze(self.blocks, train_bn=False)
-        self.frozen = True
-
-    def finetune_function(
-        self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer
-    ) -> None:
-        if self.frozen and epoch == self.unfreeze_at_epoch:
-            # The copies are already in the optimizer (see LayerTransfer.parameter_groups),
-            # so they follow its learning-rate schedule like the rest of the model.
-            self.make_trainable(self.blocks)
-            self.frozen = False
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        for block in self.blocks:
-            block.train(not self.frozen)
-
-
-class LayerTransfer(FineTune):
-    """Copies ``layers`` blocks from the ``side`` of the source backbone; everything else
-    keeps its fresh initialisation. The head is always new: it belongs to the part that is
-    trained on the target, so source and target classes may differ."""
 
     def __init__(
         self,
         *,
-        side: str = "first",
-        layers: int = 2,
-        unfreeze_at_epoch: int | None = None,
-        inherited: Mapping[str, nn.Module] | None = None,
-        **kwargs,
+        backbone: Callable[..., nn.Module],
+        head: Callable[..., nn.Module],
+        context: StageContext,
+        side: str,
+        layers: int | None,
+        unfreeze_at_epoch: int | None,
+        keep_blocks: int | None = None,
     ):
-        super().__init__(keep_head=False, **kwargs)
-        names = [name for name, _ in self.backbone.blocks.named_children()]
         if side not in SIDES:
             raise ConfigError(f"method.side must be first or last, got {side!r}")
-        check_block_count(layers, names, "layers", "an integer from", low=0)
         if unfreeze_at_epoch is not None and (
             isinstance(unfreeze_at_epoch, bool)
             or not isinstance(unfreeze_at_epoch, int)
@@ -103,10 +69,15 @@ class LayerTransfer(FineTune):
                 f"method.unfreeze_at_epoch must be null (never) or an epoch >= 0, "
                 f"got {unfreeze_at_epoch!r}"
             )
+        if keep_blocks is not None:  # the head's width is the kept blocks' output's
+            backbone = partial(_first_blocks, backbone, keep_blocks)
+        super().__init__(backbone=backbone, head=head, context=context, inherit_head="never")
+        names = [name for name, _ in self.backbone.blocks.named_children()]
+        names = [name for name in names if name != "flatten"]
+        layers = len(names) if layers is None else layers
+        check_block_count(layers, names, "layers", "an integer from", low=0)
         self.copied = names[:layers] if side == "first" else names[len(names) - layers :]
         self.unfreeze_at_epoch = unfreeze_at_epoch
-        if inherited:
-            self.inherit(inherited)
 
     def copied_blocks(self) -> list[nn.Module]:
         return [self.backbone.blocks.get_submodule(name) for name in self.copied]
@@ -115,18 +86,51 @@ class LayerTransfer(FineTune):
         source, blocks = parts["backbone"].blocks, self.backbone.blocks
         for name in self.copied:
             blocks.get_submodule(name).load_state_dict(source.get_submodule(name).state_dict())
-        self.built_on_source = True
 
-    def configure_callbacks(self) -> list[pl.Callback]:
-        # Only fitting needs it (Lightning asks again for trainer.test, and would report the
-        # fit-time instance as overridden).
-        if not self.copied or self.trainer.state.fn != "fit":
+    def callbacks(self, trainer: pl.Trainer) -> list[pl.Callback]:
+        from tlframe.engine.callbacks.freeze_blocks import FreezeBlocks
+
+        if not self.copied:
             return []
-        return [FreezeCopiedBlocks(self.copied_blocks(), self.unfreeze_at_epoch)]
+        return [FreezeBlocks(self.copied_blocks(), self.unfreeze_at_epoch)]
 
-    def parameter_groups(self):
+    def trainable_parameters(self) -> list[nn.Parameter]:
         """Copies that will be unfrozen join the optimizer now, so that one schedule covers
         them; until then they have no gradients, and the optimizer leaves them untouched."""
         if self.unfreeze_at_epoch is None:
-            return super().parameter_groups()
+            return super().trainable_parameters()
         return list(self.parameters())
+
+
+def _first_blocks(backbone: Callable[..., Backbone], n: int, input_shape) -> Backbone:
+    """The backbone cut after its n-th block, flattened (later blocks of a self-supervised
+    network grow specific to its pretext task: Gidaris et al. 2018)."""
+    full = backbone(input_shape=input_shape)
+    names = list(full.blocks._modules)
+    check_block_count(n, names, "feature_blocks", "null (all blocks) or", low=1)
+    kept = OrderedDict((name, full.blocks.get_submodule(name)) for name in names[:n])
+    kept["flatten"] = nn.Flatten()
+    with torch.no_grad():  # two examples: batch norm in training mode needs more than one
+        width = nn.Sequential(kept)(torch.zeros(2, *input_shape)).shape[1]
+    return Backbone(kept, width)
+
+
+@method
+def layer_transfer(
+    side: str = "first",
+    layers: int = 2,
+    unfreeze_at_epoch: int | None = None,
+    lr: float | None = None,
+    epochs: int | None = None,
+    init_from: str | None = None,
+) -> Method:
+    """Train on the labeled source (the shared source stage), then copy ``layers`` blocks
+    from one ``side`` of its backbone (first: the general, lowest blocks; last: e.g. speech,
+    where input layers differ) and train the rest on the labeled target, the copies frozen
+    (``unfreeze_at_epoch=null``), fine-tuned (``0``, Yosinski's AnB+) or frozen for that many
+    epochs. The fresh blocks train from scratch: at the full learning rate and budget
+    (``lr``, ``epochs``: null = the global ones), as target_only has them."""
+    model = partial(CopiedBlocks, side=side, layers=layers, unfreeze_at_epoch=unfreeze_at_epoch)
+    limits = budget(epochs, lr, ("method.epochs", "method.lr"))
+    target = Stage("target", {"target": LABELED}, model=model, inherits=True, **limits)
+    return Method("layer_transfer", [source_stage(init_from), target], same_classes=False)

@@ -16,58 +16,67 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tlframe.engine.context import StageContext
+from tlframe.engine.method import LABELED, Method, Stage, method
+from tlframe.engine.model import TransferModel
+from tlframe.engine.objective import Objective, StepOutputs
 from tlframe.errors import ConfigError
-from tlframe.methods.base import StageContext, TransferModule
 from tlframe.models.backbones import Backbone
 from tlframe.models.modes import eval_mode
 
 ARCHITECTURES = ("shared_input", "separate_input")
 
 
-class MultiTask(TransferModule):
-    """A head per labeled training domain over a (partly) shared trunk."""
+def labeled_tasks(context: StageContext) -> list[str]:
+    tasks = [role for role in context.train_on if context.labeled(role)]
+    if len(tasks) < 2:
+        raise ConfigError(
+            "multitask needs labeled source and target data; set data.target_labels "
+            "to all or k (not none)"
+        )
+    return tasks
+
+
+class MultiTaskModel(TransferModel):
+    """A head per labeled training domain over a (partly) shared trunk.
+
+    The trunk and the task heads are built after a backbone and a head for the first task,
+    as tlframe's single-task model builds them, so a seed gives the same initial weights."""
 
     def __init__(
         self,
         *,
-        backbone: Callable[..., nn.Module],
+        backbone: Callable[..., Backbone],
         head: Callable[..., nn.Module],
         context: StageContext,
-        architecture: str = "shared_input",
-        input_blocks: int = 1,
-        loss_weights: Mapping[str, float] | None = None,
-        target_share: float = 0.5,
-        **kwargs,
+        architecture: str,
+        input_blocks: int,
     ):
         if architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"method.architecture={architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
             )
-        if not 0.0 < target_share < 1.0:
-            raise ConfigError(f"method.target_share={target_share} must lie strictly in (0, 1)")
-        super().__init__(backbone=backbone, head=head, context=context, **kwargs)
-        self.tasks = [role for role in context.train_on if context.labeled(role)]
-        if len(self.tasks) < 2:
-            raise ConfigError(
-                "multitask needs labeled source and target data; set data.target_labels "
-                "to all or k (not none)"
-            )
+        super().__init__()
+        self.tasks = labeled_tasks(context)
         shapes = {role: context.domains[role].input_shape for role in self.tasks}
         self.architecture = architecture
+        first = backbone(input_shape=context.task.input_shape)
+        head(in_features=first.out_features, num_classes=context.task.num_classes)
         if architecture == "separate_input":
             self.inputs, self.trunk = _split_inputs(backbone, shapes, input_blocks)
-            del self.backbone  # no one backbone reads both domains (feature plots skip it)
         elif len(set(shapes.values())) > 1:
             raise ConfigError(
                 f"method.architecture=shared_input reads every domain with one backbone, but "
                 f"the input shapes differ ({shapes}); use method.architecture=separate_input"
             )
-        del self.head  # replaced by one head per task
+        else:
+            self.backbone = first
         width = self.shared.out_features
         self.heads = nn.ModuleDict(
             {
@@ -75,15 +84,15 @@ class MultiTask(TransferModule):
                 for role in self.tasks
             }
         )
-        self.loss_weights = {
-            role: float((loss_weights or {}).get(role, 1.0)) for role in self.tasks
-        }
-        self.target_share = target_share
 
     @property
     def shared(self) -> Backbone:
         """The shared blocks: the whole backbone, or the middle after the input layers."""
         return self.trunk if self.architecture == "separate_input" else self.backbone
+
+    @property
+    def out_features(self) -> int:
+        return self.shared.out_features
 
     def features(self, x: Tensor, role: str) -> Tensor:
         if self.architecture == "separate_input":
@@ -95,10 +104,6 @@ class MultiTask(TransferModule):
         features = self.features(x, role)
         return features, self.heads[role](features)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The target task's prediction (the task a transfer method is judged on)."""
-        return self.logits_for(x, "target")
-
     def parts(self) -> dict[str, nn.Module]:
         parts = {"shared": self.shared, "head": self.heads["target"], "heads": self.heads}
         if self.architecture == "separate_input":
@@ -107,19 +112,39 @@ class MultiTask(TransferModule):
             parts["backbone"] = self.backbone
         return parts
 
-    def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
-        """Weighted cross-entropy per task, each through its own head, on its share of the step."""
+
+class TaskCrossEntropy(Objective):
+    """Weighted cross-entropy per task, each through its own head, on its share of the
+    step: ``cls_<task>``."""
+
+    needs_labels = True
+
+    def __init__(
+        self,
+        *,
+        model: TransferModel | None = None,
+        context: StageContext,
+        loss_weights: Mapping[str, float],
+        target_share: float,
+    ):
+        if not 0.0 < target_share < 1.0:
+            raise ConfigError(f"method.target_share={target_share} must lie strictly in (0, 1)")
+        super().__init__()
+        self.tasks = labeled_tasks(context)
+        self.loss_weights = {role: float(loss_weights.get(role, 1.0)) for role in self.tasks}
+        self.target_share = target_share
+
+    def forward(self, out: StepOutputs, progress: float) -> dict[str, Tensor]:
         losses = {}
-        counts = self._examples_per_task({role: len(batch[role][0]) for role in self.tasks})
+        counts = self.examples_per_task({role: len(out.x(role)) for role in self.tasks})
         for role in self.tasks:
-            x, y = batch[role]
-            x, y = x[: counts[role]], y[: counts[role]]
+            x, y = out.x(role)[: counts[role]], out.y(role)[: counts[role]]
             losses[f"cls_{role}"] = self.loss_weights[role] * F.cross_entropy(
-                self.logits_for(x, role), y
+                out.model.logits(x, role), y
             )
         return losses
 
-    def _examples_per_task(self, available: Mapping[str, int]) -> dict[str, int]:
+    def examples_per_task(self, available: Mapping[str, int]) -> dict[str, int]:
         """Use all of the larger share's batch and a matching slice of the other's."""
         share = {"target": self.target_share, "source": 1.0 - self.target_share}
         scale = min(available[r] / share[r] for r in self.tasks)
@@ -152,3 +177,28 @@ def _split_inputs(
         )
     shared = OrderedDict(list(first.blocks.named_children())[input_blocks:])
     return inputs, Backbone(shared, first.out_features)
+
+
+@method
+def multitask(
+    architecture: str = "shared_input",
+    input_blocks: int = 1,
+    source_weight: float = 1.0,
+    target_weight: float = 1.0,
+    target_share: float = 0.5,
+) -> Method:
+    """Multitask learning on the labeled source and the target labels the setting has.
+
+    ``architecture``: shared_input (one backbone; the inputs share a feature space) or
+    separate_input (the first ``input_blocks`` blocks per task, from its own input shape,
+    into a shared middle). ``source_weight``, ``target_weight``: each task's cross-entropy
+    weight. ``target_share``: the target's share of a step's examples (0.5: a full batch of
+    each; 0.25: a full source batch and a third of a target batch). Each domain is tested
+    through its own head."""
+    model = partial(MultiTaskModel, architecture=architecture, input_blocks=input_blocks)
+    weights = {"source": source_weight, "target": target_weight}
+    loss = partial(TaskCrossEntropy, loss_weights=weights, target_share=target_share)
+    stage = Stage(
+        "joint", {"source": "all", "target": LABELED}, model=model, objectives={"cls": loss}
+    )
+    return Method("multitask", [stage], same_input_shape=False)

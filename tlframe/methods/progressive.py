@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tlframe.methods.base import TransferModule
+from tlframe.engine.context import StageContext
+from tlframe.engine.method import LABELED, Method, Stage, method
+from tlframe.engine.model import TransferModel
+from tlframe.engine.objective import CrossEntropy
 from tlframe.models.backbones import Backbone
 from tlframe.models.modes import eval_mode
 
@@ -109,27 +112,38 @@ class ProgressiveNet(nn.Module):
         return h
 
 
-class Progressive(TransferModule):
-    """One stage of a progressive network: a new column for this stage's task.
+class ProgressiveModel(TransferModel):
+    """The progressive network of the stages so far: this stage's task gets a new column
+    (a backbone built from the backbone config, plus a head); an earlier stage's network,
+    taken over with ``inherit``, keeps its columns frozen and feeds the new one laterally."""
 
-    ``shuffle_labels`` shuffles the labels within each training batch (a control: a column
-    that learns nothing useful for later tasks).
-    """
+    has_features = False  # a column's head reads its laterals too
 
     def __init__(
         self,
         *,
-        inherited: Mapping[str, nn.Module] | None = None,
-        shuffle_labels: bool = False,
-        **kwargs,
+        backbone: Callable[..., Backbone],
+        head: Callable[..., nn.Module],
+        context: StageContext,
     ):
-        super().__init__(**kwargs)
-        task = self.context.task_role
-        column, head = self.backbone, self.head
-        del self.backbone, self.head  # they live on as the new column of self.net
-        self.net = copy.deepcopy(inherited["net"]) if inherited else ProgressiveNet()
-        self.net.add_column(column, head, task, self.context.domains[task].input_shape)
-        self.shuffle_labels = shuffle_labels
+        super().__init__()
+        task = context.task
+        column = backbone(input_shape=task.input_shape)
+        self.input_shape = task.input_shape
+        self.role = context.task_role
+        self.net = ProgressiveNet()
+        self.net.add_column(
+            column,
+            head(in_features=column.out_features, num_classes=task.num_classes),
+            self.role,
+            self.input_shape,
+        )
+
+    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
+        """The earlier stages' network, frozen, with this stage's column added to it."""
+        net = copy.deepcopy(parts["net"])
+        net.add_column(self.net.columns[-1], self.net.heads[-1], self.role, self.input_shape)
+        self.net = net
 
     def parts(self) -> dict[str, nn.Module]:
         return {"net": self.net}
@@ -143,16 +157,6 @@ class Progressive(TransferModule):
         roles = self.net.roles
         return None, self.net(x, roles.index(role) if role in roles else -1)
 
-    def training_losses(self, batch: Mapping[str, tuple]) -> dict[str, Tensor]:
-        losses = {}
-        for role, (x, y) in batch.items():
-            if y is None:
-                continue
-            if self.shuffle_labels:
-                y = y[torch.randperm(len(y), device=y.device)]
-            losses[f"cls_{role}"] = F.cross_entropy(self(x), y)
-        return losses
-
 
 def _block_output_shapes(column: Backbone, input_shape) -> list[tuple[int, ...]]:
     """Per-example output shape of every block of ``column`` (probed in eval mode)."""
@@ -162,3 +166,20 @@ def _block_output_shapes(column: Backbone, input_shape) -> list[tuple[int, ...]]
             h = block(h)
             shapes.append(tuple(h.shape[1:]))
     return shapes
+
+
+@method
+def progressive(shuffle_source_labels: bool = False) -> Method:
+    """Progressive neural networks: a source column, then a target column with laterals
+    (``data.target_labels``: all or k per class). ``shuffle_source_labels``: the control
+    whose source column learns nothing useful (labels shuffled within each batch).
+    Evaluation reports every task learned so far: test/source/acc through column 1
+    (unchanged by the target stage), test/target/acc through column 2."""
+    source = Stage(
+        "source",
+        {"source": "all"},
+        model=ProgressiveModel,
+        objectives={"cls": partial(CrossEntropy, shuffle_labels=shuffle_source_labels)},
+    )
+    target = Stage("target", {"target": LABELED}, model=ProgressiveModel, inherits=True)
+    return Method("progressive", [source, target], same_classes=False)

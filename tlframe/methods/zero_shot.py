@@ -1,8 +1,9 @@
-"""The base of the zero-shot methods and the standard ZSL/GZSL protocol (Xian et al. 2018).
+"""The model base of the zero-shot methods and the ZSL/GZSL protocol (Xian et al. 2018).
 
-A zero-shot method trains on the seen classes of the source domain and scores an image
-against every class's side information (``class_scores``). Accuracy is the mean over classes
-of per-class top-1 accuracy, so large classes do not dominate:
+A zero-shot model trains on the seen classes of the source domain and scores an image
+against every class's side information (``class_scores``); ``ZeroShotAccuracy`` evaluates
+it. Accuracy is the mean over classes of per-class top-1 accuracy, so large classes do not
+dominate:
 
 * ``{split}/{role}/seen_acc``: seen-class examples, candidates the seen classes (the ordinary
   supervised figure; ``{split}/source/acc`` is this, and selects checkpoints);
@@ -16,37 +17,23 @@ A figure is logged only where its examples exist (validation splits hold seen cl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
+from tlframe.engine.context import StageContext
+from tlframe.engine.evaluation import Evaluator
+from tlframe.engine.method import Stage
+from tlframe.engine.model import TransferModel
+from tlframe.engine.objective import Objective
 from tlframe.errors import ConfigError
-from tlframe.methods.base import StageContext, TransferModule
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 KINDS = ("seen", "zsl", "gzsl")
-
-
-class ClassAccuracy(Metric):
-    """Correct and total predictions per true class; ``compute`` gives per-class accuracy
-    (NaN for classes without examples)."""
-
-    full_state_update = False
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.add_state("correct", torch.zeros(num_classes), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros(num_classes), dist_reduce_fx="sum")
-
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        n = self.num_classes
-        self.correct += torch.bincount(target[preds == target], minlength=n).float()
-        self.total += torch.bincount(target, minlength=n).float()
-
-    def compute(self) -> Tensor:
-        return self.correct / self.total  # NaN where total is 0
 
 
 def class_mean(per_class: Tensor, classes: Tensor) -> float | None:
@@ -65,15 +52,12 @@ def best_among(scores: Tensor, candidates: Tensor) -> Tensor:
     return scores.masked_fill(~candidates, float("-inf")).argmax(dim=1)
 
 
-class ZeroShotModule(TransferModule):
-    """Side information and seen/unseen masks per domain, and the ZSL/GZSL evaluation.
+class ZeroShotModel(TransferModel):
+    """Side information and seen/unseen masks per domain, for a model that scores an image
+    against every class's side information (``class_scores``)."""
 
-    A method implements ``class_scores(x, role)`` (a score per class of ``role``'s domain)
-    and ``training_losses`` on the source's seen classes.
-    """
-
-    def __init__(self, *, context: StageContext, **kwargs):
-        super().__init__(context=context, **kwargs)
+    def __init__(self, *, context: StageContext):
+        super().__init__()
         for role, info in context.domains.items():
             if info.class_attributes is None or info.seen_classes is None:
                 raise ConfigError(
@@ -91,12 +75,49 @@ class ZeroShotModule(TransferModule):
                 f"the domains' class side information differs in width ({widths}); give "
                 "source and target the same attribute table or word vectors"
             )
-        seen = self.seen_mask(self.context.task_role)
+        self.task_role = context.task_role
+        seen = self.seen_mask(self.task_role)
         index = torch.full((len(seen),), -1, dtype=torch.long)  # -1: an unseen class
         index[seen] = torch.arange(int(seen.sum()))  # position among the seen classes
         self.register_buffer("seen_index", index)
-        del self.metrics, self.per_class  # replaced by the per-class counts below
-        self.eval_roles = list(context.domains)
+
+    def semantic(self, role: str) -> Tensor:
+        """``[classes, dim]`` side information of ``role``'s classes."""
+        return getattr(self, f"semantic_{role}")
+
+    def seen_mask(self, role: str) -> Tensor:
+        return getattr(self, f"seen_{role}")
+
+    def scores_of(self, features: Tensor, role: str) -> Tensor:
+        """A score per class of ``role``'s domain, from the backbone's ``features``."""
+        raise NotImplementedError
+
+    def class_scores(self, x: Tensor, role: str) -> Tensor:
+        return self.features_and_logits(x, role)[1]
+
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor, Tensor]:
+        features = self.backbone(x)
+        return features, self.scores_of(features, role)
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"backbone": self.backbone, "head": self.head}
+
+    def seen_labels(self, y: Tensor) -> Tensor:
+        """Source labels as positions among the seen classes (training sees no others)."""
+        labels = self.seen_index[y]
+        if (labels < 0).any():
+            raise ConfigError("an unseen class reached a training batch; check the zsl domain")
+        return labels
+
+
+class ZeroShotAccuracy(Evaluator):
+    """The ZSL and GZSL figures of every domain, from per-class accuracies."""
+
+    def __init__(self, *, model: ZeroShotModel, context: StageContext, objectives=None):
+        from tlframe.engine.metrics import ClassAccuracy
+
+        super().__init__()
+        self.context = context
         self.class_accuracy = nn.ModuleDict(
             {
                 f"{split}_{role}_{kind}": ClassAccuracy(info.num_classes)
@@ -106,31 +127,11 @@ class ZeroShotModule(TransferModule):
             }
         )
 
-    def semantic(self, role: str) -> Tensor:
-        """``[classes, dim]`` side information of ``role``'s classes."""
-        return getattr(self, f"semantic_{role}")
-
-    def seen_mask(self, role: str) -> Tensor:
-        return getattr(self, f"seen_{role}")
-
-    def class_scores(self, x: Tensor, role: str) -> Tensor:
-        raise NotImplementedError
-
-    def logits_for(self, x: Tensor, role: str) -> Tensor:
-        return self.class_scores(x, role)
-
-    def seen_labels(self, y: Tensor) -> Tensor:
-        """Source labels as positions among the seen classes (training sees no others)."""
-        labels = self.seen_index[y]
-        if (labels < 0).any():
-            raise ConfigError("an unseen class reached a training batch; check the zsl domain")
-        return labels
-
-    # ------------------------------------------------------------ evaluation
-    def _evaluate(self, batch: Mapping, prefix: str) -> None:
+    def evaluate(self, engine: pl.LightningModule, batch: Mapping, batch_idx: int) -> None:
         role, split, y = batch["domain"], batch["split"], batch["y"]
-        scores = self.class_scores(batch["x"], role)
-        seen = self.seen_mask(role)
+        model = engine.model
+        scores = model.class_scores(batch["x"], role)
+        seen = model.seen_mask(role)
         is_seen = seen[y]
         for kind, rows, candidates in (
             ("seen", is_seen, seen),
@@ -141,15 +142,15 @@ class ZeroShotModule(TransferModule):
                 preds = best_among(scores[rows], candidates)
                 self.class_accuracy[f"{split}_{role}_{kind}"].update(preds, y[rows])
 
-    def _log_protocol(self) -> None:
+    def finish(self, engine: pl.LightningModule, testing: bool) -> None:
         for split in ("val", "test"):
             for role in self.context.domains:
-                for name, value in self._figures(split, role).items():
+                for name, value in self._figures(engine.model, split, role).items():
                     if value is not None:
-                        self.log(f"{split}/{role}/{name}", value, add_dataloader_idx=False)
+                        engine.log(f"{split}/{role}/{name}", value, add_dataloader_idx=False)
 
-    def _figures(self, split: str, role: str) -> dict[str, float | None]:
-        seen, figures = self.seen_mask(role), {}
+    def _figures(self, model: ZeroShotModel, split: str, role: str) -> dict[str, float | None]:
+        seen, figures = model.seen_mask(role), {}
         per_kind = {}
         for kind in KINDS:
             metric = self.class_accuracy[f"{split}_{role}_{kind}"]
@@ -169,8 +170,14 @@ class ZeroShotModule(TransferModule):
             figures["acc"] = figures[main]
         return figures
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_protocol()
 
-    def on_test_epoch_end(self) -> None:
-        self._log_protocol()
+def seen_stage(model: Callable[..., ZeroShotModel], objective: Callable[..., Objective]) -> Stage:
+    """The one stage of a zero-shot method: the source's seen classes only (the zsl domain
+    holds no others)."""
+    return Stage(
+        "seen",
+        {"source": "all"},
+        model=model,
+        objectives={"cls": objective},
+        evaluator=ZeroShotAccuracy,
+    )

@@ -1,7 +1,8 @@
-"""Layers that transfer methods share: gradient reversal and the domain classifier."""
+"""Layers that transfer methods share: gradient reversal, the domain classifier, frozen copies."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -54,3 +55,18 @@ def domain_classifier(
         width = hidden
     layers.append(nn.Linear(width, 1))
     return nn.Sequential(*layers)
+
+
+class Frozen(nn.Module):
+    """A private copy of a trained model that never changes: no gradients, and it always
+    evaluates in eval mode (no dropout, batch-norm running statistics), whatever mode the
+    module around it is put in (LwF's teacher, L2-SP's starting point)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = copy.deepcopy(model).requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        self.model.eval()
+        return self.model(x)

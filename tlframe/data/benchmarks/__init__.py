@@ -1,0 +1,1 @@
+"""The standard benchmark domains, through their real download or folder code."""

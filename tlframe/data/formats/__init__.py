@@ -1,0 +1,1 @@
+"""Domains read from the user's files: feature arrays and image folders."""

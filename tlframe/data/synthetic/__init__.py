@@ -1,0 +1,1 @@
+"""The embedded domains, built offline from data the installed packages ship."""

@@ -1,0 +1,1 @@
+"""Zero-shot side information and the seen/unseen split of a domain."""

@@ -1,0 +1,188 @@
+"""The model a stage trains, behind one interface the engine, objectives and tools use.
+
+A model answers two questions about a batch of one domain's examples, ``features`` and
+``logits`` (``features_and_logits`` gives both from one pass), names the parts a later stage
+builds on (``parts``) and takes over those of an earlier stage (``inherit``, called by the
+stage runner once the model is built). Every model is built by a factory with the uniform
+signature ``model(backbone=<backbone builder>, head=<head builder>, context=StageContext)``.
+
+``BackboneHead`` is the model of most methods: a backbone (ordered blocks) and a head, plus
+task heads added by a method for other domains' tasks (LwF's old-task head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from tlframe.engine.context import StageContext
+from tlframe.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+HEAD_INHERITANCE = ("fit", "required", "never")
+
+
+class TransferModel(nn.Module):
+    """What a method trains; subclasses implement ``features_and_logits`` and ``parts``.
+    ``has_features``: whether it gives one feature vector per example, which tools such
+    as the feature-space picture read."""
+
+    has_features = True
+
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor | None, Tensor]:
+        """Features (None where the model has no single feature vector) and class logits
+        for a batch of ``role``'s examples."""
+        raise NotImplementedError
+
+    def logits(self, x: Tensor, role: str) -> Tensor:
+        return self.features_and_logits(x, role)[1]
+
+    def features(self, x: Tensor, role: str) -> Tensor:
+        features, _ = self.features_and_logits(x, role)
+        if features is None:
+            raise ConfigError(f"{type(self).__name__} has no single feature vector per example")
+        return features
+
+    def joint_features_and_logits(self, xs: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        """Features and logits of several domains' batches from one pass over their
+        concatenation (batch-norm statistics over all of them, as adaptation methods use)."""
+        raise ConfigError(f"{type(self).__name__} cannot read several domains in one pass")
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The trained parts a later stage may build on."""
+        raise NotImplementedError
+
+    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
+        """Take over an earlier stage's parts; called by the stage runner after construction.
+        A model that builds on nothing ignores them."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def callbacks(self, trainer: pl.Trainer) -> list[pl.Callback]:
+        """Lightning callbacks the model needs while it is fitted (e.g. freezing blocks)."""
+        return []
+
+    def on_train_start(self) -> None:
+        """Called when fitting starts, after Lightning has put every module in train mode."""
+
+
+class BackboneHead(TransferModel):
+    """A backbone and a head for the stage's task (the first labeled training domain).
+
+    ``inherit_head``: ``fit`` copies an earlier stage's head when its shapes fit, ``required``
+    copies it or stops (fine-tuning that keeps the source head), ``never`` keeps the new
+    head. ``freeze_bn_stats`` keeps batch-norm layers in eval mode while training (their
+    scale and shift still train): they keep the running statistics they inherited, since
+    batches drawn from a few labeled examples per class estimate no population's.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Callable[..., nn.Module],
+        head: Callable[..., nn.Module],
+        context: StageContext,
+        inherit_head: str = "fit",
+        freeze_bn_stats: bool = False,
+    ):
+        super().__init__()
+        if inherit_head not in HEAD_INHERITANCE:
+            raise ConfigError(
+                f"inherit_head must be one of {HEAD_INHERITANCE}, got {inherit_head!r}"
+            )
+        task = context.task
+        self.backbone = backbone(input_shape=task.input_shape)
+        self.head = head(in_features=self.backbone.out_features, num_classes=task.num_classes)
+        self.task_heads = nn.ModuleDict()  # heads of other domains' tasks, by role
+        self.inherit_head = inherit_head
+        self.freeze_bn_stats = freeze_bn_stats
+        self.head_inherited = False
+
+    @property
+    def out_features(self) -> int:
+        return self.backbone.out_features
+
+    def head_for(self, role: str) -> nn.Module:
+        return self.task_heads[role] if role in self.task_heads else self.head  # noqa: SIM401
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor, Tensor]:
+        features = self.backbone(x)
+        return features, self.head_for(role)(features)
+
+    def joint_features_and_logits(self, xs: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        features = self.backbone(torch.cat(xs))
+        logits = self.head(features)
+        sizes = [len(x) for x in xs]
+        return list(zip(features.split(sizes), logits.split(sizes), strict=True))
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"backbone": self.backbone, "head": self.head, **dict(self.task_heads.items())}
+
+    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
+        """Start from the earlier stage's trained backbone, and its head as ``inherit_head``
+        says."""
+        self.backbone.load_state_dict(parts["backbone"].state_dict())
+        if self.inherit_head == "never" or "head" not in parts:
+            return
+        if self.inherit_head == "fit" and not same_shapes(parts["head"], self.head):
+            return
+        try:
+            self.head.load_state_dict(parts["head"].state_dict())
+        except RuntimeError as err:
+            raise ConfigError(
+                "method.tuning.keep_head=true but the source head does not fit the target's "
+                f"classes; set method.tuning.keep_head=false ({str(err).splitlines()[0]})"
+            ) from err
+        self.head_inherited = True
+
+    def on_train_start(self) -> None:
+        if self.freeze_bn_stats:  # Lightning's evaluation loops restore this mode afterwards
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+
+
+class FeatureExtractor(TransferModel):
+    """A backbone alone, with no classifier: what a pretext task trains, and what k-means
+    clusters on. Only the backbone is handed on."""
+
+    def __init__(
+        self,
+        *,
+        backbone: Callable[..., nn.Module],
+        head: Callable[..., nn.Module] | None = None,
+        context: StageContext,
+    ):
+        super().__init__()
+        self.backbone = backbone(input_shape=context.task.input_shape)
+
+    @property
+    def out_features(self) -> int:
+        return self.backbone.out_features
+
+    def features(self, x: Tensor, role: str) -> Tensor:
+        return self.backbone(x)
+
+    def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor, Tensor]:
+        raise ConfigError("a feature extractor has no classifier to evaluate; use a stage model")
+
+    def parts(self) -> dict[str, nn.Module]:
+        return {"backbone": self.backbone}
+
+    def inherit(self, parts: Mapping[str, nn.Module]) -> None:
+        self.backbone.load_state_dict(parts["backbone"].state_dict())
+
+
+def same_shapes(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)

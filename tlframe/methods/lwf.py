@@ -1,0 +1,102 @@
+"""Learning without Forgetting (Li & Hoiem 2016), output-level conservative training.
+
+Fine-tuning (``method.tuning``: the same stages and options) with one head per task on the
+shared backbone. The target head learns the target labels; an old-task head (a trainable
+copy of the source head) answers the source task (it gives ``test/source/acc``) and is
+trained to keep the frozen source model's outputs on the target inputs:
+
+    loss = CE(target head) + weight * KL(teacher / T || old-task head / T)
+
+``student_mode="eval"`` computes the distilled old-task outputs in eval mode, as the
+teacher's are. In train mode, dropout and batch statistics make them differ from the
+teacher's even at the source weights; the distillation then fits that difference, and
+with a few target images it moves the weights away from the source model's
+(docs/RESULTS.md). Li & Hoiem distil the training pass (``train``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tlframe.engine.context import StageContext
+from tlframe.engine.method import Method, method
+from tlframe.engine.model import BackboneHead
+from tlframe.engine.objective import Objective, StepOutputs
+from tlframe.errors import ConfigError
+from tlframe.methods.finetune import FineTuning, fine_tuning_stages
+from tlframe.models.layers import Frozen
+from tlframe.models.modes import eval_mode
+
+STUDENT_MODES = ("eval", "train")
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of the temperature-softened class distributions.
+
+    Equals LwF's soft cross-entropy up to the teacher's entropy (a constant), so it has the
+    same gradient and is zero when the student reproduces the teacher.
+    """
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+
+
+class Distillation(Objective):
+    """``weight`` times the distillation of the frozen source model's outputs on the target
+    inputs into the old-task head, softened by ``temperature`` (the paper's T=2, λ=1)."""
+
+    needs_roles = ("target",)
+
+    def __init__(
+        self,
+        *,
+        model: BackboneHead | None = None,
+        context: StageContext | None = None,
+        temperature: float = 2.0,
+        weight: float = 1.0,
+        student_mode: str = "eval",
+    ):
+        if student_mode not in STUDENT_MODES:
+            raise ConfigError(
+                f"method.distillation.student_mode={student_mode!r} is not a mode; use one "
+                f"of {', '.join(STUDENT_MODES)}"
+            )
+        super().__init__()
+        self.temperature = temperature
+        self.weight = weight
+        self.student_mode = student_mode
+
+    def inherit(self, parts: Mapping[str, nn.Module], model: BackboneHead) -> None:
+        """The frozen source model is the teacher; a copy of its head answers the source
+        task on the shared backbone."""
+        self.teacher = Frozen(nn.Sequential(parts["backbone"], parts["head"]))
+        model.task_heads["source"] = copy.deepcopy(parts["head"])
+
+    def old_task_logits(self, out: StepOutputs) -> Tensor:
+        """The student's outputs that are distilled."""
+        model, x = out.model, out.x("target")
+        if self.student_mode == "train":
+            return model.task_heads["source"](out.features("target"))
+        with eval_mode(model.backbone, model.task_heads["source"]):
+            return model.task_heads["source"](model.backbone(x))
+
+    def forward(self, out: StepOutputs, progress: float) -> dict[str, Tensor]:
+        student = self.old_task_logits(out)
+        teacher = self.teacher(out.x("target"))
+        return {"lwf": self.weight * distillation_loss(student, teacher, self.temperature)}
+
+
+@method
+def lwf(
+    tuning: FineTuning = FineTuning(), distillation: Callable[..., Objective] = Distillation
+) -> Method:
+    """LwF: fine-tuning that keeps answering the source task through its own head."""
+    stages = fine_tuning_stages(tuning, {"lwf": distillation})
+    return Method("lwf", stages, same_classes=tuning.keep_head)

@@ -1,0 +1,306 @@
+"""``python -m tlframe.tools.bench``: tlframe's training throughput against a plain PyTorch loop.
+
+Both sides train the same model (built by the same builders) on the same in-memory data
+with the same optimiser, schedule and losses for the same number of steps, in one process;
+tlframe runs through its Trainer, CombinedLoader, logging and default callbacks. The
+median over repeats of images/s and of the ratio tlframe/plain is reported, with the
+process's peak memory and the wall time of the default ``tlframe-train`` run (cold and
+warm data cache). ``--output`` writes the markdown table (e.g. to docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from tlframe.config import config_dir, register_configs
+from tlframe.data.datamodule import TransferDataModule
+from tlframe.engine.module import to_channels_last
+from tlframe.engine.stages import (
+    build_callbacks,
+    build_loggers,
+    build_module,
+    domain_infos,
+    plan_stages,
+)
+from tlframe.models.layers import reverse_gradient
+from tlframe.models.schedules import dann_lambda
+from tlframe.train import build_domains
+
+NOTES_HEADING = "## Notes"  # from here on the report is written by hand and kept
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    overrides: tuple[str, ...]
+    adversarial: bool
+
+
+CASES = (
+    Case("source_only / lenet (digits)", ("method=source_only",), False),
+    Case("dann / lenet (digits)", ("method=dann",), True),
+    Case(
+        "source_only / mlp (784-d feature vectors)", ("method=source_only", "backbone=mlp"), False
+    ),
+)
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int, steps: int):
+        self.warmup, self.steps, self.start, self.seconds = warmup, steps, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if batch_idx == self.steps - 1:
+            self.seconds = time.perf_counter() - self.start
+
+
+def compose_case(case: Case, steps: int, root: Path, extra: tuple[str, ...] = ()):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                *case.overrides,
+                *extra,
+                f"data.steps_per_epoch={steps}",
+                "trainer.max_epochs=1",
+                "cache_stages=false",
+                "callbacks.feature_space=null",  # acts after testing, not while training
+                f"paths.output_dir={root / 'run'}",
+                f"paths.cache_dir={root / 'cache'}",
+            ],
+        )
+
+
+def tlframe_rate(cfg, domains, steps: int, warmup: int) -> float:
+    """Images per second through tlframe (source + target images per step for DANN)."""
+    spec = plan_stages(cfg)[0]
+    module = build_module(cfg, spec, domain_infos(domains), None)
+    timer = StepTimer(warmup, steps)
+    loggers = build_loggers(cfg, spec.name)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    callbacks = [*build_callbacks(spec, cfg, checkpoints, loggers), timer]
+    trainer = instantiate(spec.trainer, callbacks=callbacks, logger=loggers)
+    datamodule = TransferDataModule(domains, spec.train_on, **OmegaConf.to_container(cfg.data))
+    trainer.fit(module, datamodule=datamodule)
+    images = (steps - warmup) * cfg.data.batch_size * len(spec.train_on)
+    return images / timer.seconds
+
+
+def channels_last(cfg) -> bool:
+    """Whether the composed config trains in NHWC (``performance.channels_last``)."""
+    return bool((cfg.get("performance") or {}).get("channels_last", False))
+
+
+def case_settings(cfg) -> str:
+    nhwc = "on" if channels_last(cfg) else "off"
+    return f"batch {cfg.data.batch_size}, channels_last {nhwc}"
+
+
+def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> float:
+    """The same training written as the plain loop a researcher would write.
+
+    It follows the composed config as tlframe does: the batch size (``data.batch_size``),
+    NHWC weights and batches with ``performance.channels_last`` and the compiled backbone
+    with ``performance.compile`` (both applied to the model by the shared builder).
+    """
+    spec = plan_stages(cfg)[0]
+    module = build_module(cfg, spec, domain_infos(domains), None)
+    backbone, head = module.model.backbone, module.model.head
+    alignment = getattr(module.objectives, "alignment", None)  # DANN's, with a discriminator
+    discriminator = getattr(alignment, "domain_classifier", None)
+    module.train()
+    optimizer = instantiate(spec.optimizer)(params=list(module.parameters()))
+    scheduler = instantiate(spec.scheduler)(optimizer=optimizer, total_steps=steps)
+    source, target = domains["source"].train, domains["target"].train
+    batch = cfg.data.batch_size
+    nhwc = channels_last(cfg)
+
+    def draw(split):
+        x, y = split[torch.randint(len(split), (batch,))]
+        return (to_channels_last(x) if nhwc else x), y
+
+    domain_labels = torch.cat([torch.ones(batch), torch.zeros(batch)])
+    start = 0.0
+    for step in range(steps):
+        if step == warmup:
+            start = time.perf_counter()
+        x_s, y_s = draw(source)
+        if adversarial:
+            x_t, _ = draw(target)
+            features = backbone(torch.cat([x_s, x_t]))
+            logits = head(features[:batch])
+            scores = discriminator(reverse_gradient(features, dann_lambda(step / steps)))
+            loss = F.cross_entropy(logits, y_s) + F.binary_cross_entropy_with_logits(
+                scores.squeeze(1), domain_labels
+            )
+        else:
+            loss = F.cross_entropy(head(backbone(x_s)), y_s)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    images = (steps - warmup) * batch * (2 if adversarial else 1)
+    return images / (time.perf_counter() - start)
+
+
+def default_run_seconds(root: Path) -> tuple[float, float, dict]:
+    """Wall time of ``tlframe-train`` with no arguments: cold data cache, then warm, and the
+    warm run's metrics.json (its per-stage timings and accuracy)."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, TLFRAME_ROOT=str(root))
+    command = [
+        sys.executable,
+        "-m",
+        "tlframe.train",
+        "cache_stages=false",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+    ]
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    newest = max(root.rglob("metrics.json"), key=lambda path: path.stat().st_mtime)
+    return times[0], times[1], json.loads(newest.read_text())
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(
+    steps: int, warmup: int, repeats: int, default_run: bool, overrides: tuple[str, ...] = ()
+) -> str:
+    register_configs()
+    root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
+    os.environ.setdefault("TLFRAME_DATA_DIR", str(root / "data"))
+    load_before = os.getloadavg()[0]
+    rows = []
+    for case in CASES:
+        cfg = compose_case(case, steps, root, overrides)
+        domains = build_domains(cfg)
+        ours, plain = [], []
+        sides = [
+            (ours, partial(tlframe_rate, cfg, domains, steps, warmup)),
+            (plain, partial(plain_rate, cfg, domains, steps, warmup, case.adversarial)),
+        ]
+        for repeat in range(repeats):
+            for rates, measure in sides if repeat % 2 == 0 else sides[::-1]:
+                # alternate which side goes first: neither gains from running second
+                pl.seed_everything(0, verbose=False)
+                rates.append(measure())
+        ratios = [a / b for a, b in zip(ours, plain, strict=True)]
+        rows.append(
+            (
+                case.name,
+                statistics.median(ours),
+                statistics.median(plain),
+                statistics.median(ratios),
+                min(ratios),
+                max(ratios),
+                peak_memory_mb(),
+                case_settings(cfg),
+            )
+        )
+        print(f"{case.name}: ratio {statistics.median(ratios):.3f}", file=sys.stderr)
+    lines = [
+        "# Performance",
+        "",
+        "Written by `make bench` (`python -m tlframe.tools.bench --output docs/PERFORMANCE.md`):",
+        "training throughput through tlframe (Trainer, CombinedLoader, logging and the default",
+        "callbacks) against the same model, data, optimiser and losses in a plain PyTorch",
+        "loop, side by side in one process. Images/s counts source and target images.",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}; "
+        f"{steps} steps per run ({warmup} warm-up steps not timed), median of {repeats} "
+        "repeats, which side runs first alternating between repeats. Both sides use the "
+        "composed config's settings (batch per domain, NHWC). "
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+        f"the cases on {os.cpu_count()} cores (the benchmark itself adds about 1; more means "
+        "other processes shared the machine).",
+        "",
+        "| case | tlframe img/s | plain loop img/s | ratio (median) | ratio range | "
+        "peak RSS so far (MB) | settings |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, ours, plain, ratio, low, high, memory, settings in rows:
+        lines.append(
+            f"| {name} | {ours:.0f} | {plain:.0f} | {ratio:.3f} | "
+            f"{low:.3f}-{high:.3f} | {memory:.0f} | {settings} |"
+        )
+    if default_run:
+        cold, warm, record = default_run_seconds(root / "default")
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in record["timings"].items())
+        lines += [
+            "",
+            f"Default `tlframe-train` (dann, synth_digits -> hand_digits, 1000 steps): "
+            f"{cold:.1f} s with the data cache cold (data built), {warm:.1f} s warm "
+            f"(process start to exit). The warm run's metrics.json: {stages}; "
+            f"test/target/acc {record['metrics'].get('test/target/acc', float('nan')):.3f}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tlframe.tools.bench", description=__doc__)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--no-default-run", action="store_true", help="skip timing the default tlframe-train run"
+    )
+    parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for every case, e.g. performance.channels_last=true "
+        "data.batch_size=64 (both sides follow them)",
+    )
+    args = parser.parse_args(argv)
+    table = run(
+        args.steps, args.warmup, args.repeats, not args.no_default_run, tuple(args.overrides)
+    )
+    print(table, end="")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table + kept_notes(args.output))
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing report (from ``NOTES_HEADING`` on), which a new
+    measurement keeps: the analysis of the figures is not regenerated."""
+    text = path.read_text() if path.is_file() else ""
+    start = text.find(NOTES_HEADING)
+    return "\n" + text[start:] if start >= 0 else ""
+
+
+if __name__ == "__main__":
+    main()
