@@ -1,8 +1,9 @@
-"""In-memory image tensors: resizing, channel matching, normalisation, and a uint8 split.
+"""In-memory image domains: the one path from uint8 image arrays to a ``Domain``.
 
-Digit domains of different origins (grey 16x16 USPS, grey 28x28 MNIST, colour 32x32 SVHN)
-pair only when they give one input shape; these helpers bring any of them to the
-``channels`` x ``image_size`` x ``image_size`` a domain's YAML asks for.
+Digit domains of different origins (grey 16x16 USPS, grey 28x28 MNIST, colour 32x32 SVHN,
+the embedded font and scan digits) pair only when they give one input shape;
+``image_domain`` brings any of them to the ``channels`` x ``image_size`` x ``image_size``
+a domain's YAML asks for, with the resizing, channel matching and normalisation here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tlframe.data.domain import TensorSplit
+from tlframe.data.domain import SPLITS, Domain, TensorSplit
 from tlframe.errors import ConfigError
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as PIL's convert("L") and torchvision use
@@ -110,3 +111,39 @@ class ImageSplit(TensorSplit):
 
     def unlabeled(self) -> ImageSplit:
         return ImageSplit(self.inputs, None, self.channels, self.mean, self.std)
+
+
+def image_domain(
+    name: str,
+    arrays: dict[str, tuple[Tensor, Tensor]],
+    class_names: Sequence[str],
+    image_size: int,
+    channels: int | None,
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+    info: dict,
+    stored: str = "float",
+) -> Domain:
+    """A ``Domain`` from uint8 ``[N, C, H, W]`` images and labels per split, resized to
+    ``image_size`` with ``channels`` channels (None: the images' own; grey is repeated as a
+    view, colour averaged to luminance) and normalised. ``stored="float"`` normalises once
+    and keeps float inputs (small data sets); ``"uint8"`` keeps the images as uint8 and
+    converts a batch at a time (a quarter of the memory: the torchvision benchmarks)."""
+    channels = channels or int(arrays["train"][0].shape[1])
+    check_channels(channels)
+    splits = {}
+    for split in SPLITS:
+        images, labels = arrays[split]
+        images = resize_uint8(images, image_size)
+        if stored == "uint8":
+            splits[split] = ImageSplit(images, labels.long(), channels, mean, std)
+        else:
+            normalised = match_channels((images.float() / 255 - mean) / std, channels)
+            splits[split] = TensorSplit(normalised, labels.long())
+    return Domain(
+        name=name,
+        class_names=list(class_names),
+        input_shape=(channels, image_size, image_size),
+        **splits,
+        info=info,
+    )

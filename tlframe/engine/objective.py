@@ -13,6 +13,7 @@ line (``+objectives=[mcc]``), so they know only the batch and the model's interf
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,9 +114,7 @@ class CrossEntropy(Objective):
 
     needs_labels = True
 
-    def __init__(
-        self, *, model: TransferModel | None = None, context=None, shuffle_labels: bool = False
-    ):
+    def __init__(self, *, shuffle_labels: bool = False, **parts: Any):
         super().__init__()
         self.shuffle_labels = shuffle_labels
 
@@ -132,3 +131,11 @@ class CrossEntropy(Objective):
 def entropy(probs: Tensor) -> Tensor:
     """Entropy of each row's class distribution."""
     return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
+
+
+class TargetTerm(Objective):
+    """A term on the unlabeled target's predictions, from the one pass over both domains
+    (entropy minimisation, MCC): any method whose last stage reads the target may add one."""
+
+    joint = True
+    needs_roles = ("target",)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -90,11 +91,10 @@ class Compatibility(Objective):
     def __init__(
         self,
         *,
-        model: EmbeddingModel,
-        context: StageContext,
         loss: str,
         scale: float,
         margin: float,
+        **parts: Any,
     ):
         _choose("loss", loss, LOSSES)
         super().__init__()

@@ -10,13 +10,12 @@ squared distance, is added to the source classification loss:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from tlframe.engine.context import StageContext
 from tlframe.engine.method import Method, method
-from tlframe.engine.model import TransferModel
 from tlframe.engine.objective import Objective, StepOutputs
 from tlframe.methods.alignment import Alignment, adaptation_stage
 
@@ -38,12 +37,11 @@ class MultiKernelMMD(Alignment):
     def __init__(
         self,
         *,
-        model: TransferModel | None = None,
-        context: StageContext | None = None,
         trade_off: float = 1.0,
         schedule: str = "constant",
         gamma: float = 10.0,
         bandwidths: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0),
+        **parts: Any,
     ):
         super().__init__(trade_off=trade_off, schedule=schedule, gamma=gamma)
         self.bandwidths = tuple(float(b) for b in bandwidths)

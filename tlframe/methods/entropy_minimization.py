@@ -11,29 +11,24 @@ A classic term to combine with an alignment method: ``+objectives=[entropy]``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor
 
-from tlframe.engine.context import StageContext
 from tlframe.engine.method import Method, method
-from tlframe.engine.model import TransferModel
-from tlframe.engine.objective import Objective, StepOutputs, addable, entropy
+from tlframe.engine.objective import Objective, StepOutputs, TargetTerm, addable, entropy
 from tlframe.methods.alignment import adaptation_stage
 
 
 @addable("entropy")
-class EntropyMinimization(Objective):
+class EntropyMinimization(TargetTerm):
     """``trade_off`` times the mean prediction entropy on the target, as ``entropy``."""
-
-    joint = True
-    needs_roles = ("target",)
 
     def __init__(
         self,
         *,
-        model: TransferModel | None = None,
-        context: StageContext | None = None,
         trade_off: float = 0.1,
+        **parts: Any,
     ):
         super().__init__()
         self.trade_off = trade_off

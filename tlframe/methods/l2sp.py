@@ -11,10 +11,10 @@ stage's ``weight_decay`` is 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
-from tlframe.engine.context import StageContext
 from tlframe.engine.method import Method, method
 from tlframe.engine.model import BackboneHead
 from tlframe.engine.objective import Objective, StepOutputs
@@ -29,10 +29,9 @@ class StartingPointPenalty(Objective):
     def __init__(
         self,
         *,
-        model: BackboneHead | None = None,
-        context: StageContext | None = None,
         alpha: float = 0.1,
         beta: float = 0.01,
+        **parts: Any,
     ):
         super().__init__()
         self.alpha = alpha

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tlframe.engine.context import StageContext
 from tlframe.engine.method import Method, method
 from tlframe.engine.model import BackboneHead
 from tlframe.engine.objective import Objective, StepOutputs
@@ -57,11 +57,10 @@ class Distillation(Objective):
     def __init__(
         self,
         *,
-        model: BackboneHead | None = None,
-        context: StageContext | None = None,
         temperature: float = 2.0,
         weight: float = 1.0,
         student_mode: str = "eval",
+        **parts: Any,
     ):
         if student_mode not in STUDENT_MODES:
             raise ConfigError(

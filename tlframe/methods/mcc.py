@@ -13,14 +13,13 @@ It needs no domain classifier, so any method may add it: ``+objectives=[mcc]``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from tlframe.engine.context import StageContext
 from tlframe.engine.method import Method, method
-from tlframe.engine.model import TransferModel
-from tlframe.engine.objective import Objective, StepOutputs, addable, entropy
+from tlframe.engine.objective import Objective, StepOutputs, TargetTerm, addable, entropy
 from tlframe.errors import ConfigError
 from tlframe.methods.alignment import adaptation_stage
 
@@ -36,19 +35,15 @@ def class_confusion(logits: Tensor, temperature: float) -> Tensor:
 
 
 @addable("mcc")
-class MinimumClassConfusion(Objective):
+class MinimumClassConfusion(TargetTerm):
     """``trade_off * L_MCC`` of the target predictions, as ``mcc``; T = 2.5 (the paper's)."""
-
-    joint = True
-    needs_roles = ("target",)
 
     def __init__(
         self,
         *,
-        model: TransferModel | None = None,
-        context: StageContext | None = None,
         trade_off: float = 1.0,
         temperature: float = 2.5,
+        **parts: Any,
     ):
         if temperature <= 0:
             raise ConfigError(f"mcc temperature must be positive, got {temperature}")

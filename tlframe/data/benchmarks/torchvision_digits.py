@@ -23,7 +23,7 @@ from torchvision.datasets.utils import check_integrity, extract_archive
 
 from tlframe.data.domain import Domain
 from tlframe.data.files import fetch, override, read, relocate_hint, require
-from tlframe.data.images import ImageSplit, check_channels, resize_uint8
+from tlframe.data.images import image_domain
 from tlframe.data.splits import split_pool
 from tlframe.data.synthetic.embedded import CLASS_NAMES
 from tlframe.errors import ConfigError, DataError
@@ -45,21 +45,13 @@ def digit_domain(
     seed: int,
     info: dict,
 ) -> Domain:
-    """A 10-class ``Domain`` from uint8 train/test arrays; validation is carved from train."""
-    check_channels(channels)
+    """A 10-class ``Domain`` from uint8 train/test arrays (``image_domain``, kept as uint8);
+    validation is carved from train."""
     parts = split_pool(train[1].numpy(), seed, val=val_fraction)
     arrays = {split: (train[0][idx], train[1][idx]) for split, idx in parts.items()}
     arrays["test"] = test
-    splits = {
-        split: ImageSplit(resize_uint8(images, image_size), labels.long(), channels, mean, std)
-        for split, (images, labels) in arrays.items()
-    }
-    return Domain(
-        name=name,
-        class_names=list(CLASS_NAMES),
-        input_shape=(channels, image_size, image_size),
-        **splits,
-        info=info,
+    return image_domain(
+        name, arrays, CLASS_NAMES, image_size, channels, mean, std, info, stored="uint8"
     )
 
 

@@ -7,8 +7,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tlframe.data.domain import SPLITS, Domain, TensorSplit
-from tlframe.data.images import match_channels
+from tlframe.data.domain import SPLITS, Domain
+from tlframe.data.images import image_domain
 from tlframe.io import atomic_save, load_cached
 
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -45,21 +45,10 @@ def digits_domain(
     channels: int | None = None,
     class_names: list[str] | None = None,
 ) -> Domain:
-    """A ``Domain`` from cached uint8 images, normalised to float32 with ``channels``
-    channels (None: the images' own; grey is repeated as a view, colour averaged to
-    luminance); its classes are the digits unless ``class_names`` are given."""
-    channels = channels or int(data["train"]["images"].shape[1])
-    splits = {
-        split: TensorSplit(
-            match_channels((data[split]["images"].float() / 255 - mean) / std, channels),
-            data[split]["labels"].long(),
-        )
-        for split in SPLITS
-    }
-    return Domain(
-        name=name,
-        class_names=list(CLASS_NAMES if class_names is None else class_names),
-        input_shape=(channels, image_size, image_size),
-        **splits,
-        info={"cache": str(path)},
+    """An embedded domain from its cached uint8 images (``image_domain``); its classes are
+    the digits unless ``class_names`` are given."""
+    arrays = {split: (data[split]["images"], data[split]["labels"]) for split in SPLITS}
+    names = CLASS_NAMES if class_names is None else class_names
+    return image_domain(
+        name, arrays, names, image_size, channels, mean, std, info={"cache": str(path)}
     )
