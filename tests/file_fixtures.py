@@ -99,9 +99,12 @@ def write_mnistm_release(folder: Path, n_train: int = 40, n_test: int = 20) -> N
         torch.save((rgb, torch.from_numpy(labels)), folder / f"mnist_m_{split}.pt")
 
 
-def write_image_tree(root: Path, classes: dict[str, int], size: int = 12) -> list[Path]:
+def write_image_tree(
+    root: Path, classes: dict[str, int], size: int = 12, grey: bool = False
+) -> list[Path]:
     """``root/<class>/<i>.png``: ``classes[name]`` small RGB images per class, each class a
-    different colour (so a model can learn them). Returns the image paths."""
+    different colour (so a model can learn them), or grey ones, each class its own pattern.
+    Returns the image paths."""
     paths = []
     for index, (name, count) in enumerate(sorted(classes.items())):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -113,7 +116,8 @@ def write_image_tree(root: Path, classes: dict[str, int], size: int = 12) -> lis
             noisy = np.clip(
                 colour.astype(int) + np.random.default_rng(i).integers(0, 30, colour.shape), 0, 255
             )
-            Image.fromarray(noisy.astype(np.uint8)).save(path)
+            image = Image.fromarray(noisy.astype(np.uint8))
+            (image.convert("L") if grey else image).save(path)
             paths.append(path)
     return paths
 

@@ -15,7 +15,8 @@ from file_fixtures import blobs, write_mat73
 
 from tlframe.data.domain import SPLITS
 from tlframe.data.formats.array_file import array_file
-from tlframe.errors import DataError
+from tlframe.data.pairing import standardize
+from tlframe.errors import ConfigError, DataError
 from tlframe.train import train
 
 
@@ -117,18 +118,44 @@ def test_sparse_matrices_are_densified(tmp_path: Path) -> None:
     _check_rows(array_file(str(tmp_path / "bow73.mat")), x, y)
 
 
-def test_normalisation_is_fitted_on_the_training_rows_only(tmp_path: Path) -> None:
+def test_rows_scale_to_unit_norm(tmp_path: Path) -> None:
     x, y = blobs(200, 2, 3, seed=0)
-    np.savez(tmp_path / "f.npz", X=x * 10 + 5, y=y)
-    l2 = array_file(str(tmp_path / "f.npz"), l2_normalize=True)
+    np.savez(tmp_path / "f.npz", X=np.abs(x) * 10 + 5, y=y)
+    l2 = array_file(str(tmp_path / "f.npz"), normalize="l2")
     assert torch.allclose(l2.test.inputs.norm(dim=1), torch.ones(len(l2.test)), atol=1e-5)
-    std = array_file(str(tmp_path / "f.npz"), standardize=True)
-    train = std.train.inputs
-    assert torch.allclose(train.mean(0), torch.zeros(3), atol=1e-5)
-    assert torch.allclose(train.std(0, unbiased=False), torch.ones(3), atol=1e-4)
-    raw = array_file(str(tmp_path / "f.npz"))
-    mean, scale = raw.train.inputs.mean(0), raw.train.inputs.std(0, unbiased=False)
-    assert torch.allclose(std.test.inputs, (raw.test.inputs - mean) / scale, atol=1e-4)
+    l1 = array_file(str(tmp_path / "f.npz"), normalize="l1")
+    assert torch.allclose(l1.test.inputs.abs().sum(dim=1), torch.ones(len(l1.test)), atol=1e-5)
+    with pytest.raises(ConfigError, match="normalize must be null, l1 or l2"):
+        array_file(str(tmp_path / "f.npz"), normalize="l3")
+
+
+@pytest.mark.parametrize("scaling", ["joint", "source", "domain", "none"])
+def test_feature_vectors_are_standardized_on_training_inputs_only(tmp_path: Path, scaling) -> None:
+    """Fitted on the training inputs (of both domains, the source's or each domain's own),
+    applied to every split; the evaluation splits never contribute."""
+    x, y = blobs(300, 2, 3, seed=0)
+    np.savez(tmp_path / "s.npz", X=x * 10 + 5, y=y)
+    np.savez(tmp_path / "t.npz", X=x[::-1] * 3 - 2, y=y[::-1])
+    raw = {
+        "source": array_file(str(tmp_path / "s.npz")),
+        "target": array_file(str(tmp_path / "t.npz")),
+    }
+    domains = {
+        "source": array_file(str(tmp_path / "s.npz")),
+        "target": array_file(str(tmp_path / "t.npz")),
+    }
+    standardize(domains, scaling)
+    for role in ("source", "target"):
+        fitted = {
+            "joint": torch.cat([raw["source"].train.inputs, raw["target"].train.inputs]),
+            "source": raw["source"].train.inputs,
+            "domain": raw[role].train.inputs,
+        }.get(scaling)
+        expected = raw[role].test.inputs
+        if fitted is not None:
+            mean, std = fitted.double().mean(0), fitted.double().std(0, unbiased=False)
+            expected = ((expected.double() - mean) / std).float()
+        assert torch.allclose(domains[role].test.inputs, expected, atol=1e-5), role
 
 
 def test_bad_files_give_one_line_naming_the_fix(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from file_fixtures import write_image_tree
 from tlframe.data import loaders
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.formats import image_folder as folder_module
-from tlframe.data.formats.image_folder import UnreadableImageError, image_folder
+from tlframe.data.formats.image_folder import UnreadableImageError, choose_inputs, image_folder
 from tlframe.engine.stages import build_method
 from tlframe.errors import ConfigError, DataError
 from tlframe.train import build_domains, check_classes, train
@@ -152,3 +152,34 @@ def test_streamed_folders_train_with_persistent_workers(
     record = train(cfg)
     assert (2, True) in made  # the streamed folders were read by persistent workers
     assert len(record["metrics"]["test/target/acc_per_class"]) == 2
+
+
+def test_a_folder_of_small_grey_images_needs_only_its_root(
+    tmp_path: Path, make_cfg, caplog
+) -> None:
+    """Sizes, colours and statistics are measured on the training images and logged; a
+    smaller target is read at the source's size; no crops or flips on small images."""
+    write_image_tree(tmp_path / "a", {"cat": 12, "dog": 12}, size=20, grey=True)
+    write_image_tree(tmp_path / "b", {"cat": 12, "dog": 12}, size=16, grey=True)
+    roots = ("source=image_folder", f"source.root={tmp_path / 'a'}", "source.name=a")
+    roots += ("target=image_folder", f"target.root={tmp_path / 'b'}", "target.name=b")
+    cfg = make_cfg(*roots, *QUICK, "data.batch_size=8")
+    with caplog.at_level("INFO"):
+        record = train(cfg)
+    assert record["input_shapes"] == {"source": [1, 20, 20], "target": [1, 20, 20]}
+    logged = caplog.text
+    assert "a: grey 20x20 inputs, no augmentation, mean " in logged
+    assert "target b: read at 20x20 to pair with the other domain's larger images" in logged
+    domains = build_domains(make_cfg(*roots))
+    x, _ = domains["source"].train[0]
+    assert x.shape == (1, 20, 20)
+    pixels = torch.stack(
+        [domains["source"].train[i][0] for i in range(len(domains["source"].train))]
+    )
+    assert abs(pixels.mean().item()) < 0.2 and abs(pixels.std().item() - 1) < 0.2  # own stats
+    photos = choose_inputs(
+        [(str(p), 0) for p in write_image_tree(tmp_path / "c", {"x": 2}, size=80)],
+        None, None, None, None, None, None,
+    )[0]  # fmt: skip
+    assert (photos.channels, photos.image_size, photos.augment) == (3, 224, True)
+    assert photos.mean == (0.485, 0.456, 0.406)  # ImageNet's, for larger images

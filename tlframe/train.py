@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from tlframe.config import config_dir, register_configs
 from tlframe.errors import ConfigError, TlframeError, as_output_error
@@ -48,8 +48,10 @@ warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore 
 
 
 def build_domains(cfg: DictConfig) -> dict[str, Domain]:
-    """Instantiate the source and target domains (once, if both name the same data); a grey
-    domain paired with a colour one is read with three channels (``match_channels``)."""
+    """Instantiate the source and target domains (once, if both name the same data) and
+    pair them: one input shape, one scale of feature vectors (``tlframe.data.pairing``)."""
+    from tlframe.data.pairing import pair
+
     domains: dict[str, Domain] = {}
     for role in ("source", "target"):
         other = "target" if role == "source" else "source"
@@ -57,33 +59,8 @@ def build_domains(cfg: DictConfig) -> dict[str, Domain]:
             domains[role] = domains[other]
         else:
             domains[role] = _instantiate_domain(cfg[role])
-    match_channels(cfg, domains)
+    pair(cfg, domains, _instantiate_domain)
     return domains
-
-
-def match_channels(cfg: DictConfig, domains: dict[str, Domain]) -> None:
-    """One backbone reads both domains: a grey image domain whose ``channels`` option is
-    left to tlframe (null) is read as RGB, its grey repeated, when the other is colour.
-    ``cfg`` records the choice, so the stage keys and metrics.json say what ran."""
-    shapes = {role: tuple(d.input_shape) for role, d in domains.items()}
-    if any(len(shape) != 3 for shape in shapes.values()):
-        return
-    grey = [role for role, shape in shapes.items() if shape[0] == 1]
-    colour = [role for role, shape in shapes.items() if shape[0] == 3]
-    if len(grey) != 1 or len(colour) != 1:
-        return
-    (role,), (other,) = grey, colour
-    node = cfg[role]
-    if not isinstance(node, DictConfig) or "channels" not in node or node.channels is not None:
-        return
-    with open_dict(cfg):
-        node.channels = 3
-    domains[role] = _instantiate_domain(node)
-    log.info(
-        "%s %s is grey and %s %s colour: reading %s as 3 channels, its grey repeated (set "
-        "%s.channels to choose)",
-        role, domains[role].name, other, domains[other].name, role, role,
-    )  # fmt: skip
 
 
 def _instantiate_domain(node: DictConfig) -> Domain:

@@ -13,6 +13,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from tlframe.data.labels import method_setting, parse_regime
+from tlframe.data.pairing import protocol
 from tlframe.engine.method import Method, Stage
 from tlframe.engine.selection import holdout_options, resolve_selection
 from tlframe.engine.stages import build_method, stage_regimes, stage_settings
@@ -153,7 +154,8 @@ def _check_stage(cfg: DictConfig, method: str, stage: Stage, train_on: dict, set
     needs_labels = any(_part_class(f).needs_labels for f in stage.objectives.values())
     # A stage that learns nothing (k-means at test time) may train 0 epochs.
     _integer(own, "trainer.max_epochs", 1 if stage.objectives else 0, where)
-    resolve_selection(stage.selection or cfg.get("selection"), train_on, setting)
+    transductive = protocol(cfg) == "transductive"
+    resolve_selection(stage.selection or cfg.get("selection"), train_on, setting, transductive)
     if needs_labels and set(train_on.values()) == {"none"}:
         raise ConfigError(
             f"method {method} trains on {', '.join(train_on)} with labels, but "

@@ -17,6 +17,8 @@ from torch import Tensor
 from tlframe.data.domain import SPLITS, Domain, TensorSplit
 from tlframe.errors import ConfigError
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what ImageNet-pretrained backbones expect
+IMAGENET_STD = (0.229, 0.224, 0.225)
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights, as PIL's convert("L") and torchvision use
 CHUNK = 4096  # images resized at once, bounding the float copy to ~50 MB at 32x32x3
 

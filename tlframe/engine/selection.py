@@ -95,15 +95,26 @@ def resolve_selection(
     choice: str | None,
     train_on: Mapping[str, object],
     setting: Mapping[str, object] | None = None,
+    transductive: bool = False,
 ) -> Selection:
     """Turn ``selection=<name or metric key>`` into what the checkpoint callback needs.
 
     ``train_on`` holds the stage's label regimes, ``setting`` the method's (every stage's;
-    default: this stage's)."""
+    default: this stage's). ``transductive``: the examples that train are those tested
+    (``data.protocol=transductive``), so only the final weights or a label-free criterion
+    may select."""
     stage = {role: parse_regime(r) for role, r in train_on.items()}
     setting = {role: parse_regime(r) for role, r in (setting or train_on).items()}
     target = stage.get("target")
     choice = str(choice or "auto")
+    if transductive:
+        if choice == "auto":
+            return Selection("step", "max")
+        if choice not in ("last", *LABEL_FREE):
+            raise ConfigError(
+                f"selection={choice} reads labels of the examples data.protocol=transductive "
+                "tests on; use selection=last (the default there), im, snd or dev"
+            )
     if choice == "auto":
         if target == "all":
             choice = "target"

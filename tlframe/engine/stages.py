@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.domain import Domain
 from tlframe.data.labels import method_setting, parse_regime
+from tlframe.data.pairing import protocol
 from tlframe.engine.cache import StageCache, code_version, content_key
 from tlframe.engine.checkpoints import file_digest, load_weights, resolve_checkpoint
 from tlframe.engine.context import DomainInfo, StageContext
@@ -158,9 +159,11 @@ def plan_stages(cfg: DictConfig, method: Method | None = None) -> list[StageSpec
         raise ConfigError(f"method {method.name!r} declares no stages")
     regimes = [stage_regimes(cfg, stage) for stage in method.stages]
     setting = method_setting(regimes)
+    transductive = protocol(cfg) == "transductive"
     specs, previous = [], None
     for stage, train_on in zip(method.stages, regimes, strict=True):
-        selection = resolve_selection(stage.selection or cfg.get("selection"), train_on, setting)
+        choice = stage.selection or cfg.get("selection")
+        selection = resolve_selection(choice, train_on, setting, transductive)
         own = stage_settings(cfg, stage)
         spec = StageSpec(
             stage=stage,

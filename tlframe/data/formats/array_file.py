@@ -37,8 +37,7 @@ def array_file(
     labels_path: str | None = None,
     label_offset: float = 0,
     class_names: Sequence[str] | None = None,
-    l2_normalize: bool = False,
-    standardize: bool = False,
+    normalize: str | None = None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -60,7 +59,7 @@ def array_file(
         labels = {s: labels["all"][i] for s, i in index.items()}
     else:
         _carve_missing(features, labels, val_fraction, test_fraction, seed)
-    features = _normalise(features, l2_normalize, standardize)
+    features = _scale_rows(features, normalize)
     splits = {
         split: TensorSplit(torch.from_numpy(features[split]), torch.from_numpy(labels[split]))
         for split in SPLITS
@@ -229,17 +228,17 @@ def _carve_missing(
         features[split], labels[split] = pool_x[rows], pool_y[rows]
 
 
-def _normalise(features: dict, l2_normalize: bool, standardize: bool) -> dict:
-    """Per-row L2 normalisation, then per-feature standardisation with the training
-    split's mean and standard deviation (never the evaluation splits')."""
-    if l2_normalize:
+def _scale_rows(features: dict, normalize: str | None) -> dict:
+    """Each feature vector scaled to unit L1 (histograms of counts: bag-of-words, SURF) or L2
+    norm; per-feature standardisation follows when the domains are paired
+    (``data.standardize``)."""
+    orders = {None: None, "none": None, "l1": 1, "l2": 2}
+    if normalize not in orders:
+        raise ConfigError(f"normalize must be null, l1 or l2, got {normalize!r}")
+    order = orders[normalize]
+    if order is not None:
         features = {
-            s: x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+            s: x / np.linalg.norm(x, ord=order, axis=1, keepdims=True).clip(min=1e-12)
             for s, x in features.items()
         }
-    if standardize:
-        mean = features["train"].mean(axis=0)
-        std = features["train"].std(axis=0)
-        std[std == 0] = 1.0
-        features = {s: (x - mean) / std for s, x in features.items()}
     return {s: np.ascontiguousarray(x, dtype=np.float32) for s, x in features.items()}

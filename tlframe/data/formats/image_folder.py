@@ -5,14 +5,24 @@ so two domains with the same folders get the same classes in the same order). A 
 holds only ``train/`` (and optionally ``val/``, ``test/``) folders of such trees uses them
 as its splits; a missing split, or all three for a plain tree, is split off the training
 images, stratified, with ``seed``. Images are decoded in DataLoader workers
-(``data.num_workers``) with the usual ImageNet-style transforms from the domain's YAML.
+(``data.num_workers``).
+
+What the transforms do is chosen from the images unless the YAML sets it (``choose_inputs``):
+small images (digits, object thumbnails: at most ``SMALL`` pixels a side) are read whole
+at their own size, grey when they are grey, without crops or flips, normalised with the
+mean and standard deviation measured on the training images; larger ones (photos) get
+ImageNet's recipe: 256-pixel resize, 224 crops (random, with flips, when training) and
+ImageNet's statistics, as pretrained backbones expect.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -23,11 +33,14 @@ from torchvision.transforms import v2
 
 from tlframe.data.domain import SPLITS, Domain
 from tlframe.data.files import fetch, override, relocate_hint
+from tlframe.data.images import IMAGENET_MEAN, IMAGENET_STD
 from tlframe.data.splits import split_pool
 from tlframe.errors import ConfigError, DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
+SMALL = 64  # pixels a side at most: read whole, at their own size
+PROBE = 256  # training images measured for the size, the colours and the statistics
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 class UnreadableImageError(DataError):
@@ -45,11 +58,12 @@ class UnreadableImageError(DataError):
         return lines[-1][lines[-1].index(self.PREFIX) :] if lines else text
 
 
-def read_rgb(path: str) -> Image.Image:
-    """The decoded image at ``path`` in RGB, or an ``UnreadableImageError`` naming it."""
+def read_image(path: str, mode: str = "RGB") -> Image.Image:
+    """The decoded image at ``path`` in ``mode`` (RGB or L), or an ``UnreadableImageError``
+    naming it."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return image.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise UnreadableImageError(
@@ -58,19 +72,20 @@ def read_rgb(path: str) -> Image.Image:
 
 
 class FolderSplit(Dataset):
-    """``(path, class index)`` samples decoded and transformed one at a time."""
+    """``(path, class index)`` samples decoded (in ``mode``) and transformed one at a time."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform):
+    def __init__(self, samples: Sequence[tuple[str, int]], transform, mode: str = "RGB"):
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
         self.transform = transform
+        self.mode = mode
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(read_rgb(path)), label
+        return self.transform(read_image(path, self.mode)), label
 
 
 def folder_transform(
@@ -133,6 +148,73 @@ def _split_folders(root: Path) -> dict[str, Path] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """How a folder's images become model inputs."""
+
+    channels: int
+    image_size: int
+    resize_size: int
+    augment: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def choose_inputs(
+    samples: Sequence[tuple[str, int]],
+    channels: int | None,
+    image_size: int | None,
+    resize_size: int | None,
+    augment: bool | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> tuple[Inputs, str]:
+    """The options the YAML left to tlframe (None), chosen from up to ``PROBE`` evenly
+    spaced training images, and what was chosen, for the log."""
+    probe = [
+        samples[i][0]
+        for i in np.linspace(0, len(samples) - 1, min(PROBE, len(samples))).astype(int)
+    ]
+    opened = [_size_and_mode(path) for path in probe]
+    side = max(max(size) for size, _ in opened)
+    small = side <= SMALL
+    grey = all(mode in GREY_MODES for _, mode in opened)
+    channels = channels or (1 if grey and small else 3)
+    image_size = image_size or (side if small else 224)
+    resize_size = resize_size or (image_size if small else 256)
+    augment = (not small) if augment is None else augment
+    told = [f"{'grey' if channels == 1 else 'colour'} {image_size}x{image_size} inputs"]
+    told.append("random crops and flips" if augment else "no augmentation")
+    if mean is None or std is None:
+        if small:
+            transform = folder_transform(False, image_size, resize_size, False, [0.0], [1.0])
+            mode = "L" if channels == 1 else "RGB"
+            pixels = torch.stack([transform(read_image(p, mode)) for p in probe])
+            mean = mean or pixels.mean(dim=(0, 2, 3)).tolist()
+            std = std or pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+            told.append(
+                f"mean {_numbers(mean)}, std {_numbers(std)} of {len(probe)} training images"
+            )
+        else:
+            mean, std = mean or IMAGENET_MEAN[:channels], std or IMAGENET_STD[:channels]
+            told.append("ImageNet's mean and std")
+    inputs = Inputs(channels, image_size, resize_size, augment, tuple(mean), tuple(std))
+    return inputs, ", ".join(told)
+
+
+def _size_and_mode(path: str) -> tuple[tuple[int, int], str]:
+    try:
+        with Image.open(path) as image:
+            return image.size, image.mode
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        read_image(path)  # raises the one-line error naming the file
+        raise
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return "/".join(f"{v:.3f}" for v in values)
+
+
 def image_folder(
     root: str,
     name: str = "image_folder",
@@ -144,17 +226,18 @@ def image_folder(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
-    image_size: int = 224,
-    resize_size: int = 256,
-    augment: bool = True,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    channels: int | None = None,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    augment: bool | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Domain:
     """A streamed domain over the image tree at ``root`` (see the module docstring).
 
     ``url`` (+ ``md5``) is an archive that unpacks to ``root`` inside its parent folder,
     fetched only with ``download``; ``instructions`` tell the user how to get the data
-    where no stable URL exists.
+    where no stable URL exists. The input options left None are chosen from the images.
     """
     folder = Path(root)
     if download and url and not folder.is_dir():
@@ -168,19 +251,28 @@ def image_folder(
             f"{name}: no image folder at {folder} (expected <class>/<image> folders, or "
             "train/ val/ test/ folders of them); " + ", ".join(fixes)
         )
-    transforms = {
-        train: folder_transform(train, image_size, resize_size, augment, mean, std)
-        for train in (True, False)
-    }
     samples = _split_samples(folder, val_fraction, test_fraction, seed)
     classes = samples.pop("classes")
-    splits = {split: FolderSplit(samples[split], transforms[split == "train"]) for split in SPLITS}
+    inputs, told = choose_inputs(
+        samples["train"], channels, image_size, resize_size, augment, mean, std
+    )
+    log.info("%s: %s", name, told)
+    transforms = {
+        train: folder_transform(
+            train, inputs.image_size, inputs.resize_size, inputs.augment, inputs.mean, inputs.std
+        )
+        for train in (True, False)
+    }
+    mode = "L" if inputs.channels == 1 else "RGB"
+    splits = {
+        split: FolderSplit(samples[split], transforms[split == "train"], mode) for split in SPLITS
+    }
     return Domain(
         name=name,
         class_names=classes,
-        input_shape=(3, image_size, image_size),
+        input_shape=(inputs.channels, inputs.image_size, inputs.image_size),
         **splits,
-        info={"root": str(folder)},
+        info={"root": str(folder), "inputs": told},
     )
 
 
