@@ -12,7 +12,7 @@ from conftest import QUICK
 from tlframe.engine.callbacks.feature_space import proxy_a_distance
 from tlframe.engine.stages import run_stages
 from tlframe.methods.cdan import MultilinearMap, entropy_weights
-from tlframe.methods.dan import multi_kernel_mmd
+from tlframe.models.kernels import multi_kernel_mmd
 from tlframe.models.layers import GradientReversal
 from tlframe.models.schedules import dann_lambda, inverse_decay
 from tlframe.train import build_domains, train
@@ -63,12 +63,14 @@ def test_inverse_decay_without_horizon_spans_the_run():
 
 
 def test_mmd_of_two_points_by_hand_and_growing_with_shift():
-    """x = 0, y = 1: squared distances 0, 1, 1, 0 have mean 0.5, so each kernel term is
-    exp(-1 / (0.5 b)) and MMD^2 = 1 + 1 - 2 * that, summed over the bandwidths b."""
-    bands = (0.125, 0.25, 0.5, 1, 2)
-    by_hand = sum(2 - 2 * math.exp(-2 / b) for b in bands)
-    assert multi_kernel_mmd(torch.zeros(1, 1), torch.ones(1, 1)).item() == pytest.approx(by_hand)
-    x = torch.randn(64, 8)
+    """x = 0, y = 1: squared distances 0, 1, 1, 0 have mean 0.5, so with sigma^2 = 0.5 m
+    each kernel term is exp(-1 / (2 * 0.5 m)) and MMD^2 = 1 + 1 - 2 * that, summed over
+    the multipliers m (the all-pairs estimate: one pair has no linear-time quad)."""
+    multipliers = (0.125, 0.25, 0.5, 1, 2)
+    by_hand = sum(2 - 2 * math.exp(-1 / m) for m in multipliers)
+    value = multi_kernel_mmd(torch.zeros(1, 1), torch.ones(1, 1), estimator="quadratic")
+    assert value.item() == pytest.approx(by_hand)
+    x = torch.randn(256, 8)
     near, far = multi_kernel_mmd(x, x + 0.5), multi_kernel_mmd(x, x + 3.0)
     assert 0 < near < far
 
@@ -78,7 +80,7 @@ def test_cdan_multilinear_map_and_entropy_weights():
     full = MultilinearMap(6, 3)
     assert full(f, g).shape == (4, 18)
     assert torch.allclose(full(f, g)[0].view(3, 6), torch.outer(g[0], f[0]))
-    assert MultilinearMap(6, 3, max_joint_dim=8)(f, g).shape == (4, 8)
+    assert MultilinearMap(6, 3, max_joint_dim=8, randomized_dim=5)(f, g).shape == (4, 5)
     confident = torch.tensor([[0.98, 0.01, 0.01], [1 / 3, 1 / 3, 1 / 3]])
     weights = entropy_weights(confident)
     assert weights.sum() == pytest.approx(2.0) and weights[0] > weights[1]

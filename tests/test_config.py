@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 
 from tlframe.config import config_dir
 from tlframe.data.domain import split_labels
+from tlframe.engine.method import load_methods
+from tlframe.engine.model import FeatureExtractor
 from tlframe.engine.stages import build_module, domain_infos, plan_stages
 from tlframe.errors import DataError
 from tlframe.train import build_domains
@@ -20,7 +22,10 @@ from tlframe.train import build_domains
 CONF = config_dir()
 # Groups whose options are composed as-is; source/target are links to domain/.
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("domain", "hydra"))
-OPTIONS = [(group, f.stem) for group in GROUPS for f in sorted((CONF / group).glob("*.yaml"))]
+OPTIONS = [
+    *[(group, f.stem) for group in GROUPS for f in sorted((CONF / group).glob("*.yaml"))],
+    *[("method", name) for name in sorted(load_methods())],  # structured configs, no YAML
+]
 SMALL_DOMAINS = {
     "synth_digits": ["num_train=200", "num_val=50", "num_test=50"],
     "synth_digits_color": ["num_train=200", "num_val=50", "num_test=50"],
@@ -42,6 +47,7 @@ USER_FILE_DOMAINS = {
     "visda_synthetic": "VisDA-2017 images",
     "visda_real": "VisDA-2017 images",
     "xlsa17": "res101.mat and att_splits.mat in the folder named by root",
+    "coil20": "COIL1_vs_COIL2.mat named by path",
 }
 # The mandatory location of the generic file domains, pointed at nothing.
 LOCATIONS = {
@@ -103,9 +109,11 @@ def test_option_composes_and_instantiates(make_cfg, group: str, option: str, tmp
             module = build_module(cfg, spec, infos, inherited).eval()
             role = module.context.task_role
             x, _ = domains[role].train[[0, 1]]
-            with torch.no_grad():
-                logits = module.model.logits(x, role)
-            assert logits.shape[0] == 2 and torch.isfinite(logits).all(), spec.name
+            with torch.no_grad():  # a pretraining or clustering stage has features only
+                is_extractor = isinstance(module.model, FeatureExtractor)
+                model = module.model
+                out = model.features(x, role) if is_extractor else model.logits(x, role)
+            assert out.shape[0] == 2 and torch.isfinite(out).all(), spec.name
             inherited = module.parts()
     elif group in ("trainer", "callbacks", "logger"):
         node = cfg[group]

@@ -41,6 +41,7 @@ def test_n_blocks_are_copied_from_either_side_and_the_rest_is_fresh(
         make_cfg,
         "layer_transfer",
         f"backbone={backbone}",
+        *(["backbone.hidden_dims=[64,32]"] if backbone == "mlp" else []),
         f"method.side={side}",
         f"method.layers={layers}",
     )

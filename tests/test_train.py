@@ -10,11 +10,11 @@ from conftest import METHOD_DATA, QUICK, SMALL_SOURCE
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util.tensor_util import make_ndarray
 
-from tlframe.config import config_dir
+from tlframe.engine.method import load_methods
 from tlframe.errors import ConfigError
 from tlframe.train import train
 
-METHODS = sorted(f.stem for f in (config_dir() / "method").glob("*.yaml"))
+METHODS = sorted(load_methods())
 
 
 @pytest.mark.parametrize("method", METHODS)

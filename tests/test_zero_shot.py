@@ -97,10 +97,15 @@ def test_attribute_embedding_predicts_the_nearest_class(make_cfg):
         assert best_among(scores, unseen).item() == cls
 
 
-def test_ranking_hinge_sums_the_margin_violations():
-    scores = torch.tensor([[0.5, 0.45, 0.1]])
-    # class 0 true: max(0, 0.1 - 0.5 + 0.45) + max(0, 0.1 - 0.5 + 0.1) = 0.05
-    assert ranking_hinge(scores, torch.tensor([0]), 0.1).item() == pytest.approx(0.05)
+def test_ranking_hinge_sums_the_margin_violations_and_warp_weighs_them_by_rank():
+    scores = torch.tensor([[0.5, 0.45, 0.1], [0.0, 0.3, 0.2]])
+    labels = torch.tensor([0, 0])
+    # row 0: max(0, 0.1 - 0.5 + 0.45) + max(0, 0.1 - 0.5 + 0.1) = 0.05, one violation;
+    # row 1: (0.1 + 0.3) + (0.1 + 0.2) = 0.7, two violations: WARP weight (1 + 1/2) / 2
+    plain = ranking_hinge(scores, labels, 0.1, weighted=False)
+    assert plain.item() == pytest.approx((0.05 + 0.7) / 2)
+    warp = ranking_hinge(scores, labels, 0.1, weighted=True)
+    assert warp.item() == pytest.approx((0.05 * 1.0 + 0.7 * 0.75) / 2)
 
 
 def test_gzsl_figures_are_per_class_means():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -49,6 +49,17 @@ class TensorSplit(Dataset):
         if self.labels is None:
             raise ValueError("this split has no labels")
         return self.labels
+
+
+def batches(dataset: Dataset, batch_size: int = 512):
+    """``(x, y)`` batches of a split in order, as the model reads them: a tensor split is
+    indexed a batch at a time (an image split converts its stored images), any other
+    dataset goes through a ``DataLoader``."""
+    if isinstance(dataset, TensorSplit):
+        for start in range(0, len(dataset), batch_size):
+            yield dataset[torch.arange(start, min(start + batch_size, len(dataset)))]
+    else:
+        yield from DataLoader(dataset, batch_size=batch_size)
 
 
 @dataclass

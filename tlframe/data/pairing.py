@@ -127,8 +127,11 @@ def standardize(domains: dict[str, Domain], scaling: str) -> None:
         for role, d in domains.items()
         if len(d.input_shape) == 1 and all(isinstance(d.split(s), TensorSplit) for s in SPLITS)
     }
+    widths = {d.input_shape for d in vectors.values()}
     if scaling == "none" or len(vectors) != len(domains):
         return
+    if len(widths) > 1 and scaling != "domain":
+        return  # no common features to fit: the method's shape check names the problem
     if scaling == "domain":
         fits = {role: [d.train.inputs] for role, d in vectors.items()}
     else:

@@ -81,6 +81,9 @@ class BackboneHead(TransferModel):
     head. ``freeze_bn_stats`` keeps batch-norm layers in eval mode while training (their
     scale and shift still train): they keep the running statistics they inherited, since
     batches drawn from a few labeled examples per class estimate no population's.
+    ``train_head=False`` keeps the head as built or inherited (SHOT's source hypothesis).
+    ``warmup_epochs``: only the head trains for that many epochs, then everything (LwF's
+    warm-up of a new head).
     """
 
     def __init__(
@@ -91,6 +94,8 @@ class BackboneHead(TransferModel):
         context: StageContext,
         inherit_head: str = "fit",
         freeze_bn_stats: bool = False,
+        train_head: bool = True,
+        warmup_epochs: int = 0,
     ):
         super().__init__()
         if inherit_head not in HEAD_INHERITANCE:
@@ -103,7 +108,9 @@ class BackboneHead(TransferModel):
         self.task_heads = nn.ModuleDict()  # heads of other domains' tasks, by role
         self.inherit_head = inherit_head
         self.freeze_bn_stats = freeze_bn_stats
+        self.head.requires_grad_(train_head)
         self.head_inherited = False
+        self.warmup_epochs = warmup_epochs
 
     @property
     def out_features(self) -> int:
@@ -144,6 +151,22 @@ class BackboneHead(TransferModel):
                 f"classes; set method.tuning.keep_head=false ({str(err).splitlines()[0]})"
             ) from err
         self.head_inherited = True
+
+    def callbacks(self, trainer: pl.Trainer) -> list[pl.Callback]:
+        from tlframe.engine.callbacks.freeze_blocks import FreezeBlocks
+
+        if not self.warmup_epochs:
+            return []
+        warmed = [self.backbone, *self.task_heads.values()]
+        return [FreezeBlocks(warmed, self.warmup_epochs)]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """With a warm-up, the blocks frozen at first join the optimizer now, so that one
+        schedule covers them; until then they have no gradients and stay untouched."""
+        if not self.warmup_epochs:
+            return super().trainable_parameters()
+        head = set(map(id, self.head.parameters()))
+        return [p for p in self.parameters() if p.requires_grad or id(p) not in head]
 
     def on_train_start(self) -> None:
         if self.freeze_bn_stats:  # Lightning's evaluation loops restore this mode afterwards

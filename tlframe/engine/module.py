@@ -109,6 +109,12 @@ class Engine(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.model.on_train_start()
+        for objective in self.objectives.values():
+            objective.on_train_start(self)
+
+    def on_train_epoch_start(self) -> None:
+        for objective in self.objectives.values():
+            objective.on_train_epoch_start(self)
 
     def configure_callbacks(self) -> list[pl.Callback]:
         # Only fitting needs them (Lightning asks again for trainer.test, and would report

@@ -106,17 +106,29 @@ class Objective(nn.Module):
         """Training values logged as ``train/<name>`` on the steps that log."""
         return {}
 
+    def on_train_start(self, engine) -> None:
+        """Called once before training, with the engine (its trainer, data module and
+        model): for objectives that measure the starting model on a whole split (DELTA's
+        channel attention, Co-Tuning's category relationship)."""
+
+    def on_train_epoch_start(self, engine) -> None:
+        """Called before each training epoch, with the engine: for objectives that look at
+        a whole split as the model is now, such as SHOT's pseudo-labels."""
+
 
 class CrossEntropy(Objective):
     """Cross-entropy of the model's logits on every domain of the batch that has labels,
     as ``cls_<domain>``. ``shuffle_labels`` shuffles each batch's labels first: a control
-    that learns nothing useful from them (progressive nets' useless source column)."""
+    that learns nothing useful from them (progressive nets' useless source column);
+    ``label_smoothing`` mixes the targets with the uniform distribution (SHOT's source
+    model)."""
 
     needs_labels = True
 
-    def __init__(self, *, shuffle_labels: bool = False, **parts: Any):
+    def __init__(self, *, shuffle_labels: bool = False, label_smoothing: float = 0.0, **parts: Any):
         super().__init__()
         self.shuffle_labels = shuffle_labels
+        self.label_smoothing = label_smoothing
 
     def forward(self, out: StepOutputs, progress: float) -> dict[str, Tensor]:
         losses = {}
@@ -124,7 +136,8 @@ class CrossEntropy(Objective):
             y = out.y(role)
             if self.shuffle_labels:
                 y = y[torch.randperm(len(y), device=y.device)]
-            losses[f"cls_{role}"] = F.cross_entropy(out.logits(role), y)
+            smoothing = self.label_smoothing
+            losses[f"cls_{role}"] = F.cross_entropy(out.logits(role), y, label_smoothing=smoothing)
         return losses
 
 

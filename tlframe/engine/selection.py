@@ -9,9 +9,9 @@ examples and no more; an unlabeled domain offers its inputs.
 
 - ``val/target/acc`` where the setting has every target label;
 - the final weights of the fixed schedule (``last``) where it has k per class, as
-  few-shot papers report them, or where it adapts to an unlabeled target (adaptation ramps
-  up over the schedule; source accuracy saturates early and would favour less adapted
-  epochs);
+  few-shot papers report them, or where it adapts to an unlabeled target, with the source
+  or without it (adaptation ramps up over the schedule; source accuracy saturates early
+  and would favour less adapted epochs);
 - ``val/source/acc`` otherwise (a stage on the labeled source alone).
 
 ``holdout`` selects a k-shot stage on a seeded, stratified part of its k labeled examples
@@ -118,7 +118,7 @@ def resolve_selection(
     if choice == "auto":
         if target == "all":
             choice = "target"
-        elif isinstance(target, int) or (target == "none" and len(stage) > 1):
+        elif isinstance(target, int) or target == "none":  # few labels, or adapting
             choice = "last"
         else:
             choice = "source" if setting.get("source") == "all" else "last"

@@ -5,9 +5,16 @@ embedding), g(a) maps a class's side information into the same space (a linear m
 ALE / DeViSE, or the identity: f then predicts the attributes themselves). Training makes
 f(x) more compatible with g of its own class than with g of any other seen class:
 
-* ``loss=softmax``: cross-entropy over the seen classes' compatibilities (times ``scale``);
-* ``loss=hinge``: the ranking hinge of DeViSE (Frome et al. 2013) and ALE (Akata et al.
-  2013): the sum over wrong classes c of max(0, margin - s(x, y) + s(x, c)).
+* ``loss=warp`` (the default): ALE's weighted approximate ranking (Akata et al. 2013,
+  2016): with r the number of classes c whose margin violation
+  v_c = max(0, margin - s(x, y) + s(x, c)) is positive, the loss is
+  (H_r / r) sum_c v_c, H_r = 1 + 1/2 + ... + 1/r: a violation costs more while the true
+  class ranks far down, which favours the top of the ranking; ALE's margin is 1 (its 0/1
+  loss Delta) with the bilinear (``similarity=dot``) compatibility;
+* ``loss=hinge``: the unweighted ranking hinge of DeViSE (Frome et al. 2013),
+  sum_c v_c (DeViSE's margin: 0.1 on unit vectors, ``similarity=cosine``);
+* ``loss=softmax``: cross-entropy over the seen classes' compatibilities (times ``scale``),
+  tlframe's earlier default (with ``similarity=cosine``).
 
 An image's class is the candidate whose g(a) is nearest (most compatible).
 """
@@ -18,6 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -29,7 +37,7 @@ from tlframe.methods.zero_shot import ZeroShotModel, seen_stage
 
 ENCODERS = ("linear", "identity")
 SIMILARITIES = ("cosine", "dot")
-LOSSES = ("softmax", "hinge")
+LOSSES = ("warp", "hinge", "softmax")
 
 
 def _choose(option: str, value: str, choices: tuple[str, ...]) -> None:
@@ -83,8 +91,9 @@ class EmbeddingModel(ZeroShotModel):
 
 
 class Compatibility(Objective):
-    """Makes an image most compatible with its own seen class (``loss``: softmax, over
-    ``scale`` times the compatibilities, or the ranking hinge with ``margin``)."""
+    """Makes an image most compatible with its own seen class (``loss``: ALE's weighted
+    ranking or DeViSE's ranking hinge with ``margin``, or softmax over ``scale`` times the
+    compatibilities)."""
 
     needs_labels = True
 
@@ -107,32 +116,41 @@ class Compatibility(Objective):
         scores, labels = model.compatibility(model(x), seen), model.seen_labels(y)
         if self.loss == "softmax":
             return {"compatibility": F.cross_entropy(self.scale * scores, labels)}
-        return {"ranking": ranking_hinge(scores, labels, self.margin)}
+        weighted = self.loss == "warp"
+        return {"ranking": ranking_hinge(scores, labels, self.margin, weighted)}
 
 
-def ranking_hinge(scores: Tensor, labels: Tensor, margin: float) -> Tensor:
-    """Mean over examples of sum_{c != y} max(0, margin - s_y + s_c)."""
+def ranking_hinge(scores: Tensor, labels: Tensor, margin: float, weighted: bool) -> Tensor:
+    """Mean over examples of sum_{c != y} max(0, margin - s_y + s_c), each example's sum
+    weighted by H_r / r for its r positive violations when ``weighted`` (ALE's WARP)."""
     true = scores.gather(1, labels[:, None])
     violations = (margin - true + scores).clamp_min(0)
     violations = violations.scatter(1, labels[:, None], 0.0)
-    return violations.sum(dim=1).mean()
+    total = violations.sum(dim=1)
+    if weighted:
+        rank = (violations > 0).sum(dim=1)
+        steps = torch.arange(1, scores.shape[1] + 1, device=scores.device, dtype=scores.dtype)
+        harmonic = torch.cat([scores.new_zeros(1), (1.0 / steps).cumsum(0)])[rank]
+        total = total * harmonic / rank.clamp_min(1)
+    return total.mean()
 
 
 @method
 def attribute_embedding(
     embedding_dim: int | None = None,
     class_encoder: str = "linear",
-    similarity: str = "cosine",
-    loss: str = "softmax",
+    similarity: str = "dot",
+    loss: str = "warp",
     scale: float = 10.0,
-    margin: float = 0.1,
+    margin: float = 1.0,
 ) -> Method:
     """Zero-shot learning by attribute embedding (ALE/DeViSE style), on zero-shot domains
     (dataset=zsl_digits, zsl_letters or zsl_xlsa17; source.zsl_split=NAME).
     ``embedding_dim``: the joint space's width (null: the side information's).
     ``class_encoder``: linear (a learned map) or identity (f predicts the side information).
-    ``similarity``: cosine or dot (ALE's bilinear compatibility). ``loss``: softmax or hinge;
-    ``scale`` (softmax only): inverse temperature; ``margin`` (hinge only, DeViSE's 0.1)."""
+    ``similarity``: dot (ALE's bilinear compatibility) or cosine. ``loss``: warp (ALE's),
+    hinge (DeViSE's) or softmax; ``margin`` (warp and hinge: ALE's 1; DeViSE's 0.1 with
+    cosine); ``scale`` (softmax only): inverse temperature."""
     model = partial(
         EmbeddingModel,
         embedding_dim=embedding_dim,

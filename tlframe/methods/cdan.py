@@ -3,7 +3,9 @@
 The domain classifier sees the multilinear map of features and class predictions
 (f outer g), so it aligns the joint distribution rather than the features alone. With
 entropy conditioning (CDAN+E) confident examples weigh more: w = 1 + exp(-H(g)).
-Above ``max_joint_dim`` the map is replaced by its randomized version.
+As in the paper, a map wider than ``max_joint_dim`` = 4096 is replaced by its randomized
+version of ``randomized_dim`` = 1024 dimensions (tlframe's earlier variant:
+``randomized_dim=4096``).
 """
 
 from __future__ import annotations
@@ -23,15 +25,22 @@ from tlframe.models.layers import domain_classifier, reverse_gradient
 
 
 class MultilinearMap(nn.Module):
-    """f (x) g, flattened; or (f R_f) * (g R_g) / sqrt(d) with fixed random R when too wide."""
+    """f (x) g, flattened; or, wider than ``max_joint_dim``, (f R_f) * (g R_g) / sqrt(d)
+    with fixed Gaussian R of ``randomized_dim`` = d columns."""
 
-    def __init__(self, feature_dim: int, num_classes: int, max_joint_dim: int = 4096):
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        max_joint_dim: int = 4096,
+        randomized_dim: int = 1024,
+    ):
         super().__init__()
         self.randomized = feature_dim * num_classes > max_joint_dim
-        self.out_features = max_joint_dim if self.randomized else feature_dim * num_classes
+        self.out_features = randomized_dim if self.randomized else feature_dim * num_classes
         if self.randomized:
-            self.register_buffer("r_f", torch.randn(feature_dim, max_joint_dim))
-            self.register_buffer("r_g", torch.randn(num_classes, max_joint_dim))
+            self.register_buffer("r_f", torch.randn(feature_dim, randomized_dim))
+            self.register_buffer("r_g", torch.randn(num_classes, randomized_dim))
 
     def forward(self, f: Tensor, g: Tensor) -> Tensor:
         if self.randomized:
@@ -58,12 +67,15 @@ class ConditionalAdversarial(Alignment):
         gamma: float = 10.0,
         entropy_conditioning: bool = True,
         max_joint_dim: int = 4096,
+        randomized_dim: int = 1024,
         hidden_dims: Sequence[int] = (1024, 1024),
         batch_norm: bool = True,
         dropout: float = 0.0,
     ):
         super().__init__(trade_off=trade_off, schedule=schedule, gamma=gamma)
-        self.joint_map = MultilinearMap(model.out_features, context.task.num_classes, max_joint_dim)
+        self.joint_map = MultilinearMap(
+            model.out_features, context.task.num_classes, max_joint_dim, randomized_dim
+        )
         self.domain_classifier = domain_classifier(
             self.joint_map.out_features,
             hidden_dims=hidden_dims,

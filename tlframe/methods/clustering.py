@@ -1,11 +1,14 @@
-"""Self-taught clustering: group the unlabeled target by k-means on backbone features.
+"""Clustering the unlabeled target: self-taught clustering (Dai et al. 2008), and k-means.
 
-``KMeansClusters`` is an evaluator: at test time it clusters each target split (val, test)
-into as many clusters as the target has classes, with the backbone it inherited (learned
-on unlabeled source data by the pretraining stage) or, as the first stage of a method,
-with an untrained one (``backbone=mlp backbone.hidden_dims=[]`` is k-means on raw pixels).
-The labels only score the clusters: ``{split}/target/cluster_acc`` (accuracy under the best
-one-to-one cluster-to-class map, found by the Hungarian algorithm) and ``{split}/target/nmi``.
+``TargetClusters`` is an evaluator: at test time it clusters each target split (val, test)
+into as many clusters as the target has classes, on the features of the backbone it
+inherited (learned on unlabeled source data by the pretraining stage) or, as the first
+stage of a method, of an untrained one (``backbone=mlp backbone.hidden_dims=[]``: raw
+pixels). ``algorithm=stc`` co-clusters the split with the unlabeled source training
+examples, the two sharing one clustering of the features (``tlframe.methods.coclustering``);
+``kmeans`` clusters the split alone. The labels only score the clusters:
+``{split}/target/cluster_acc`` (accuracy under the best one-to-one cluster-to-class map,
+found by the Hungarian algorithm) and ``{split}/target/nmi``.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Subset
 
+from tlframe.data.domain import TensorSplit, batches
 from tlframe.engine.context import StageContext
 from tlframe.engine.evaluation import Evaluator
 from tlframe.engine.method import Method, Stage, method
 from tlframe.engine.model import FeatureExtractor, TransferModel
 from tlframe.engine.objective import Objective
+from tlframe.errors import ConfigError
+from tlframe.methods.coclustering import self_taught_clustering as co_cluster
 from tlframe.methods.pretext import PRETEXT
 from tlframe.methods.self_taught import pretrain_stage
 
@@ -44,9 +51,17 @@ def cluster_accuracy(labels: np.ndarray, clusters: np.ndarray) -> float:
     return float(counts[rows, cols].sum() / len(labels))
 
 
-class KMeansClusters(Evaluator):
-    """k-means (k = the target's classes) on the model's features of each target split, at
-    test time; the stage trains nothing (0 epochs, no objectives)."""
+ALGORITHMS = ("stc", "kmeans")
+MAX_AUXILIARY = 5000  # unlabeled source examples co-clustered with a target split
+
+
+class TargetClusters(Evaluator):
+    """Clusters (as many as the target's classes) of the model's features of each target
+    split, at test time; the stage trains nothing (0 epochs, no objectives). ``stc``:
+    self-taught clustering with the unlabeled source (``feature_clusters``: null is a
+    quarter of the feature dimensions, ``trade_off`` lambda, ``iterations``; features
+    shifted to be non-negative); ``kmeans``: k-means
+    (``normalize``: L2-normalised features first, ``n_init`` restarts)."""
 
     def __init__(
         self,
@@ -54,12 +69,21 @@ class KMeansClusters(Evaluator):
         model: TransferModel | None = None,
         context: StageContext,
         objectives=None,
+        algorithm: str = "kmeans",
         normalize: bool = True,
         n_init: int = 10,
+        feature_clusters: int | None = None,
+        trade_off: float = 1.0,
+        iterations: int = 20,
     ):
         super().__init__()
-        self.normalize = normalize  # L2-normalise features first (cosine geometry)
+        if algorithm not in ALGORITHMS:
+            raise ConfigError(f"method.algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        self.algorithm = algorithm
+        self.normalize = normalize
         self.n_init = n_init
+        self.stc = {"feature_clusters": feature_clusters, "trade_off": trade_off}
+        self.iterations = iterations
         self.clusters = context.task.num_classes
         self.seed = context.seed
         self._features: dict[str, list[Tensor]] = {}
@@ -75,46 +99,69 @@ class KMeansClusters(Evaluator):
     def finish(self, engine: pl.LightningModule, testing: bool) -> None:
         from sklearn.metrics import normalized_mutual_info_score
 
+        auxiliary = (
+            self.auxiliary_features(engine) if self._features and self.algorithm == "stc" else None
+        )
         for split, parts in self._features.items():
             features = torch.cat(parts)
-            if self.normalize:
-                features = F.normalize(features, dim=1)
             labels = torch.cat(self._labels[split]).numpy()
-            clusters = self.cluster(features.numpy())
+            clusters = self.cluster(features, auxiliary)
             engine.log(f"{split}/target/cluster_acc", cluster_accuracy(labels, clusters))
             engine.log(f"{split}/target/nmi", float(normalized_mutual_info_score(labels, clusters)))
         self._features.clear()
         self._labels.clear()
 
-    def cluster(self, features: np.ndarray) -> np.ndarray:
+    @torch.no_grad()
+    def auxiliary_features(self, engine: pl.LightningModule) -> Tensor:
+        """The model's features of evenly spaced unlabeled source training examples (their
+        labels are never read)."""
+        train = engine.trainer.datamodule.domains["source"].train
+        indices = torch.linspace(0, len(train) - 1, min(MAX_AUXILIARY, len(train))).long()
+        subset = train.subset(indices) if isinstance(train, TensorSplit) else Subset(train, indices)
+        parts = [engine.model.features(x.to(engine.device), "source") for x, _ in batches(subset)]
+        return torch.cat(parts).flatten(1).float().cpu()
+
+    def cluster(self, features: Tensor, auxiliary: Tensor | None) -> np.ndarray:
         from sklearn.cluster import KMeans
         from threadpoolctl import threadpool_limits
 
+        if self.algorithm == "stc":
+            lowest = torch.minimum(features.min(dim=0).values, auxiliary.min(dim=0).values)
+            return co_cluster(
+                (features - lowest).double().numpy(),
+                (auxiliary - lowest).double().numpy(),
+                self.clusters,
+                self.clusters,
+                iterations=self.iterations,
+                seed=self.seed,
+                **self.stc,
+            )
+        if self.normalize:  # cosine geometry
+            features = F.normalize(features, dim=1)
         kmeans = KMeans(self.clusters, n_init=self.n_init, random_state=self.seed)
         with threadpool_limits(1):  # far faster than sklearn's BLAS threads on small data
-            return kmeans.fit_predict(features)
+            return kmeans.fit_predict(features.numpy())
 
 
-def cluster_stage(name: str, normalize: bool, n_init: int, inherits: bool) -> Stage:
-    """k-means of the target at test time on the (inherited or untrained) backbone."""
+def cluster_stage(name: str, clusters: Callable[..., Evaluator], inherits: bool) -> Stage:
+    """Clusters of the target at test time on the (inherited or untrained) backbone."""
     return Stage(
         name,
         {"target": "none"},
         model=FeatureExtractor,
         objectives={},
-        evaluator=partial(KMeansClusters, normalize=normalize, n_init=n_init),
+        evaluator=clusters,
         trainer={"max_epochs": 0},
         inherits=inherits,
     )
 
 
 @method
-def kmeans(normalize: bool = True, n_init: int = 10) -> Method:
+def kmeans(clusters: Callable[..., Evaluator] = TargetClusters) -> Method:
     """Control for clustering: k-means of each target split on the backbone as built,
     untrained (with ``backbone=mlp backbone.hidden_dims=[]``: on raw pixels). Reports
-    {val,test}/target/cluster_acc and nmi. ``normalize``: L2-normalise the features first;
-    ``n_init``: k-means restarts."""
-    return Method("kmeans", [cluster_stage("target", normalize, n_init, False)], False)
+    {val,test}/target/cluster_acc and nmi. ``method.clusters.*``: TargetClusters' options."""
+    return Method("kmeans", [cluster_stage("target", clusters, False)], False)
 
 
 @method
@@ -122,15 +169,16 @@ def self_taught_clustering(
     pretext: Callable[..., Objective] = PRETEXT,
     epochs_pretrain: int | None = None,
     lr_pretrain: float | None = None,
-    normalize: bool = True,
-    n_init: int = 10,
+    clusters: Callable[..., Evaluator] = partial(TargetClusters, algorithm="stc"),
 ) -> Method:
     """Self-taught clustering, both sides unlabeled: pretrain the backbone on the unlabeled
-    source exactly as self_taught's first stage (the same cached stage), then cluster each
-    target split by k-means on those features; the target labels only score the clusters.
+    source exactly as self_taught's first stage (the same cached stage), then co-cluster
+    each target split with the unlabeled source on those features (Dai et al.'s STC;
+    ``method.clusters.algorithm=kmeans``: k-means of the target alone, tlframe's earlier
+    form); the target labels only score the clusters.
     Control: method=kmeans backbone=mlp backbone.hidden_dims=[] (raw pixels)."""
     stages = [
         pretrain_stage(pretext, epochs_pretrain, lr_pretrain),
-        cluster_stage("cluster", normalize, n_init, True),
+        cluster_stage("cluster", clusters, True),
     ]
     return Method("self_taught_clustering", stages, same_classes=False)

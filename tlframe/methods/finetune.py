@@ -42,13 +42,16 @@ def fine_tuning_stages(
     tuning: FineTuning,
     objectives: Mapping[str, Callable[..., Objective]] | None = None,
     optimizer: Mapping[str, object] | None = None,
+    warmup_epochs: int = 0,
 ) -> list[Stage]:
     """The shared source stage, then the target stage with ``objectives`` added to the
-    cross-entropy on the target labels (and ``optimizer`` settings of its own)."""
+    cross-entropy on the target labels (and ``optimizer`` settings of its own; with
+    ``warmup_epochs``, only the head trains at first)."""
     model = partial(
         BackboneHead,
         inherit_head="required" if tuning.keep_head else "never",
         freeze_bn_stats=tuning.freeze_bn_stats,
+        **({"warmup_epochs": warmup_epochs} if warmup_epochs else {}),
     )
     limits = budget(tuning.epochs, tuning.lr, ("method.tuning.epochs", "method.tuning.lr"))
     target = Stage(

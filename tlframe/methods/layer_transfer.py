@@ -123,14 +123,19 @@ def layer_transfer(
     lr: float | None = None,
     epochs: int | None = None,
     init_from: str | None = None,
+    selffer: bool = False,
 ) -> Method:
     """Train on the labeled source (the shared source stage), then copy ``layers`` blocks
     from one ``side`` of its backbone (first: the general, lowest blocks; last: e.g. speech,
     where input layers differ) and train the rest on the labeled target, the copies frozen
     (``unfreeze_at_epoch=null``), fine-tuned (``0``, Yosinski's AnB+) or frozen for that many
     epochs. The fresh blocks train from scratch: at the full learning rate and budget
-    (``lr``, ``epochs``: null = the global ones), as target_only has them."""
+    (``lr``, ``epochs``: null = the global ones), as target_only has them.
+    ``selffer=true`` is Yosinski et al.'s BnB control: the copies come from a network
+    trained on the target's own labels instead of the source, which separates the
+    co-adaptation of the split layers from the specificity of the source's features."""
     model = partial(CopiedBlocks, side=side, layers=layers, unfreeze_at_epoch=unfreeze_at_epoch)
     limits = budget(epochs, lr, ("method.epochs", "method.lr"))
+    first = Stage("base", {"target": LABELED}) if selffer else source_stage(init_from)
     target = Stage("target", {"target": LABELED}, model=model, inherits=True, **limits)
-    return Method("layer_transfer", [source_stage(init_from), target], same_classes=False)
+    return Method("layer_transfer", [first, target], same_classes=False)

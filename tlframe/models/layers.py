@@ -70,3 +70,13 @@ class Frozen(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.model.eval()
         return self.model(x)
+
+
+def fresh_copy(module: nn.Module) -> nn.Module:
+    """The same architecture with its parameters initialised anew (a second classifier of
+    the head's shape: MCD, MDD)."""
+    copied = copy.deepcopy(module)
+    for sub in copied.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    return copied

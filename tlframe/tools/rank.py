@@ -42,7 +42,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import Dataset, Subset
 
 from tlframe.config import config_dir, register_configs
-from tlframe.data.domain import Domain, TensorSplit, split_labels
+from tlframe.data.domain import Domain, TensorSplit, batches, split_labels
 from tlframe.data.labels import k_per_class, parse_regime
 from tlframe.engine.cache import StageCache
 from tlframe.engine.callbacks.feature_space import extract_features
@@ -267,15 +267,8 @@ def features_and_probs(
     """Backbone features, softmax predictions of the source head, and labels."""
     module.eval()
     device = next(module.parameters()).device
-    if isinstance(dataset, TensorSplit):
-        batches = (
-            (dataset.inputs[i : i + batch_size], dataset.labels[i : i + batch_size])
-            for i in range(0, len(dataset), batch_size)
-        )
-    else:
-        batches = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     features, probs, labels = [], [], []
-    for x, y in batches:
+    for x, y in batches(dataset, batch_size):
         feature, logits = module.model.features_and_logits(x.to(device), "source")
         probs.append(logits.float().softmax(dim=1).cpu())
         features.append(feature.flatten(1).float().cpu())

@@ -16,9 +16,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from tlframe.data.domain import TensorSplit
+from tlframe.data.domain import TensorSplit, batches
 from tlframe.engine.model import TransferModel
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,12 @@ def extract_features(
     indices = torch.linspace(0, len(dataset) - 1, min(limit, len(dataset))).long()
     features, labels = [], []
     with torch.no_grad():
-        if isinstance(dataset, TensorSplit):
-            subset = dataset.subset(indices)
-            batches = (
-                (subset.inputs[i : i + batch_size], subset.labels[i : i + batch_size])
-                for i in range(0, len(subset), batch_size)
-            )
-        else:
-            batches = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size)
-        for x, y in batches:
+        subset = (
+            dataset.subset(indices)
+            if isinstance(dataset, TensorSplit)
+            else torch.utils.data.Subset(dataset, indices)
+        )
+        for x, y in batches(subset, batch_size):
             features.append(model.features(x.to(device), role).flatten(1).float().cpu())
             labels.append(torch.as_tensor(y))
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
