@@ -9,6 +9,7 @@ import torch
 
 from tlframe.engine.module import Engine
 from tlframe.engine.stages import run_stages
+from tlframe.errors import ConfigError
 from tlframe.train import build_domains, train
 
 SHORT = ["data.steps_per_epoch=40", "trainer.max_epochs=3", "source.num_train=3000"]
@@ -94,3 +95,10 @@ def test_selffer_control_copies_layers_from_a_target_network_and_never_reads_the
     assert list(record["stages"]) == ["base", "target"]
     assert {domains for _, domains in seen} == {frozenset({"target"})}
     assert record["labels_read"]["source"] == "none"
+
+
+def test_delta_refuses_a_backbone_without_feature_maps_when_its_stage_is_built(make_cfg):
+    from test_conservative import source_and_target
+
+    with pytest.raises(ConfigError, match="method=delta regularises convolutional feature maps"):
+        source_and_target(make_cfg, "delta", "backbone=mlp")

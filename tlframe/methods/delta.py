@@ -30,12 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tlframe.data.domain import batches
+from tlframe.engine.context import StageContext
 from tlframe.engine.method import Method, method
 from tlframe.engine.model import BackboneHead
 from tlframe.engine.objective import Objective, StepOutputs
 from tlframe.errors import ConfigError
 from tlframe.methods.finetune import FineTuning, fine_tuning_stages
 from tlframe.models.layers import Frozen
+from tlframe.models.modes import eval_mode
 
 MAX_ATTENTION_EXAMPLES = 1024  # enough to rank channels; a bound on the one-off cost
 
@@ -138,10 +140,20 @@ class FeatureMapRegularization(Objective):
 
     needs_labels = True
 
-    def __init__(self, *, alpha: float = 0.01, beta: float = 0.01, **parts: Any):
+    def __init__(
+        self,
+        *,
+        model: BackboneHead,
+        context: StageContext,
+        alpha: float = 0.01,
+        beta: float = 0.01,
+        **parts: Any,
+    ):
         super().__init__()
         self.alpha, self.beta = alpha, beta
-        self.levels: list[int] = []
+        with torch.no_grad(), eval_mode(model.backbone):  # refuse a backbone without maps now
+            probe = torch.zeros(2, *context.task.input_shape)
+            self.levels = image_levels(model.backbone.blocks, probe)
         self.attention: list[Tensor] = []  # measured before training
 
     def inherit(self, parts: Mapping[str, nn.Module], model: BackboneHead) -> None:
@@ -153,7 +165,6 @@ class FeatureMapRegularization(Objective):
         x, y = labeled_examples(split, MAX_ATTENTION_EXAMPLES)
         blocks = self.source.model.to(engine.device).eval().blocks
         x, y = x.to(engine.device), y.to(engine.device)
-        self.levels = image_levels(blocks, x[:2])
         self.attention = measure_attention(blocks, x, y, self.levels)
 
     def forward(self, out: StepOutputs, progress: float) -> dict[str, Tensor]:
