@@ -174,6 +174,10 @@ def test_shot_pseudo_labels_follow_the_feature_clusters_not_the_predictions():
     # the classifier gets example 1 wrong; its centroid neighbourhood is class 0's
     probs = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.1, 0.9], [0.2, 0.8]])
     assert cluster_labels(features, probs).tolist() == [0, 0, 1, 1]
+    # a class the model predicts for no example gets no pseudo-label, however near
+    three = torch.cat([probs, torch.zeros(4, 1)], dim=1)
+    three[1] = torch.tensor([0.35, 0.4, 0.25])
+    assert 2 not in cluster_labels(features, three).tolist()
 
 
 def test_delta_distance_weighs_channels_by_attention():

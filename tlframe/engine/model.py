@@ -158,7 +158,7 @@ class BackboneHead(TransferModel):
         if not self.warmup_epochs:
             return []
         warmed = [self.backbone, *self.task_heads.values()]
-        return [FreezeBlocks(warmed, self.warmup_epochs)]
+        return [FreezeBlocks(warmed, self.warmup_epochs, batch_norm_eval=self.freeze_bn_stats)]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """With a warm-up, the blocks frozen at first join the optimizer now, so that one

@@ -9,11 +9,15 @@ with a sum of Gaussian kernels k(a, b) = exp(-|a - b|^2 / (2 sigma^2)), sigma^2 
 the batch's mean squared distance for multipliers m = 2^-3 .. 2^1, and the unbiased
 linear-time estimator the paper uses (``tlframe.models.kernels``).
 
-Deviation: the paper adapts fc6-fc8 of a pretrained AlexNet, the classifier's logits
-included; the default here adapts the backbone's output features (its last hidden layer),
-as the reference implementation does. ``layers=[features,logits]`` adds the logits: on
-networks trained from scratch, the logits' MMD at trade_off 1 from the first step stops
-the source classifier from learning (docs/RESULTS.md).
+Deviations: the paper combines 17 Gaussian kernels (2^-8 to 2^8 times the median
+squared distance, in steps of sqrt 2) with weights beta that sum to 1, learned by a
+quadratic program; here, as in the reference implementation, the five kernels above are
+summed with weight 1 each, which makes the discrepancy five times a beta-weighted one at
+the same ``trade_off``. The paper adapts fc6-fc8 of a pretrained AlexNet, the
+classifier's logits included; the default here adapts the backbone's output features (its
+last hidden layer), as the reference implementation does. ``layers=[features,logits]``
+adds the logits: on networks trained from scratch, the logits' MMD at trade_off 1 from the
+first step stops the source classifier from learning (docs/RESULTS.md).
 
 tlframe's earlier variant is ``estimator=quadratic`` (the biased all-pairs estimate)
 with ``multipliers=[0.0625,0.125,0.25,0.5,1.0]`` (its kernels were half as wide as the

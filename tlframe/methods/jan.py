@@ -5,9 +5,11 @@ of (features, predictions) pairs is the product of a kernel on the features (a s
 Gaussians, multipliers 2^-3 .. 2^1 of the mean squared distance) and a Gaussian of fixed
 bandwidth 0.92 on the softmax predictions (the reference implementation's), and
 
-    loss = CE(source) + trade_off * JMMD^2((f_s, g_s), (f_t, g_t))
+    loss = CE(source) + trade_off * lambda_p * JMMD^2((f_s, g_s), (f_t, g_t))
 
-with the unbiased linear-time estimator (``tlframe.models.kernels``).
+with the unbiased linear-time estimator (``tlframe.models.kernels``), and lambda_p ramping
+from 0 to 1 over training as in the paper (DANN's schedule, ``schedule=dann``), which
+suppresses the noisy discrepancy of the early, untrained predictions.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class JointMMD(Alignment):
         self,
         *,
         trade_off: float = 1.0,
-        schedule: str = "constant",
+        schedule: str = "dann",
         gamma: float = 10.0,
         multipliers: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0),
         prediction_bandwidth: float = 0.92,

@@ -11,7 +11,8 @@ the target features fit it:
 
 The pseudo-labels come from the target features at the start of each epoch: class
 centroids weighted by the predictions, each example labeled with its nearest centroid
-(cosine), centroids recomputed from those labels once more; beta = 0.3.
+(cosine, among the classes the model predicts at all), the centroids recomputed from
+those labels, and each example labeled with its nearest one again; beta = 0.3.
 Deviation: the source head is a plain linear layer (the paper's is weight-normalised).
 """
 
@@ -53,21 +54,39 @@ class InformationMaximization(Objective):
         return {"im": self.trade_off * information_loss(out.logits("target"))}
 
 
+def augmented(features: Tensor) -> Tensor:
+    """Features with a constant 1 appended, L2-normalised (SHOT's cosine geometry)."""
+    ones = torch.ones(len(features), 1, device=features.device, dtype=features.dtype)
+    return F.normalize(torch.cat([features, ones], dim=1), dim=1)
+
+
+def nearest(features: Tensor, centroids: Tensor, present: Tensor) -> Tensor:
+    """The nearest centroid by cosine among the ``present`` classes."""
+    similarity = augmented(features) @ F.normalize(centroids, dim=1).T
+    return similarity.masked_fill(~present, float("-inf")).argmax(dim=1)
+
+
+def shot_centroids(features: Tensor, probs: Tensor, rounds: int = 1) -> tuple[Tensor, Tensor]:
+    """SHOT's class centroids of the target features: weighted by the predictions, then
+    ``rounds`` times recomputed from the nearest-centroid labels; and the classes the
+    model predicts for at least one example (the others get no label)."""
+    present = torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1]) > 0
+    weights, normalized = probs, augmented(features)
+    for _ in range(rounds):
+        centroids = weights.T @ normalized / (weights.sum(dim=0)[:, None] + 1e-8)
+        weights = F.one_hot(nearest(features, centroids, present), probs.shape[1]).float()
+    return weights.T @ normalized / (weights.sum(dim=0)[:, None] + 1e-8), present
+
+
 def cluster_labels(features: Tensor, probs: Tensor, rounds: int = 1) -> Tensor:
-    """SHOT's self-supervised labels: centroids weighted by the predictions, nearest
-    centroid by cosine, then ``rounds`` of centroids from those labels."""
-    features = F.normalize(torch.cat([features, torch.ones(len(features), 1)], dim=1), dim=1)
-    weights = probs
-    for _ in range(rounds + 1):
-        centroids = weights.T @ features / (weights.sum(dim=0)[:, None] + 1e-8)
-        labels = (features @ F.normalize(centroids, dim=1).T).argmax(dim=1)
-        weights = F.one_hot(labels, probs.shape[1]).float()
-    return labels
+    """SHOT's self-supervised label of each example: its nearest final centroid."""
+    return nearest(features, *shot_centroids(features, probs, rounds))
 
 
 class PseudoLabels(Objective):
     """``trade_off`` times the cross-entropy with SHOT's pseudo-labels, as ``pseudo``: the
-    labels of an epoch come from the model as it was at the epoch's start."""
+    labels of an epoch come from the model as it was at the epoch's start (the same label
+    for an example throughout the epoch, as SHOT labels the data set once per epoch)."""
 
     needs_roles = ("target",)
 
@@ -86,20 +105,15 @@ class PseudoLabels(Objective):
             f, logits = snapshot.model.features_and_logits(x.to(engine.device), "target")
             features.append(f.float().cpu())
             probs.append(logits.float().softmax(dim=1).cpu())
-        features, probs = torch.cat(features), torch.cat(probs)
-        labels = cluster_labels(features, probs)
-        normalized = F.normalize(torch.cat([features, torch.ones(len(features), 1)], 1), dim=1)
-        one_hot = F.one_hot(labels, probs.shape[1]).float()
-        centroids = F.normalize(one_hot.T @ normalized / (one_hot.sum(0)[:, None] + 1e-8), dim=1)
-        self.centroid_model = [snapshot, centroids.to(engine.device)]
+        centroids, present = shot_centroids(torch.cat(features), torch.cat(probs))
+        self.centroid_model = [snapshot, centroids.to(engine.device), present.to(engine.device)]
 
     def forward(self, out: StepOutputs, progress: float) -> dict[str, Tensor]:
-        snapshot, centroids = self.centroid_model
-        with torch.no_grad():
+        snapshot, centroids, present = self.centroid_model
+        with torch.no_grad():  # the epoch-start model's features: the epoch's fixed labels
             snapshot.model.eval()
             f = snapshot.model.features(out.x("target"), "target").float()
-            f = F.normalize(torch.cat([f, torch.ones(len(f), 1, device=f.device)], 1), dim=1)
-            labels = (f @ centroids.T).argmax(dim=1)
+            labels = nearest(f, centroids, present)
         return {"pseudo": self.trade_off * F.cross_entropy(out.logits("target"), labels)}
 
 

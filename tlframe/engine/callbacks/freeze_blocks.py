@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BaseFinetuning
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
 from tlframe.errors import ConfigError
@@ -16,12 +17,20 @@ class FreezeBlocks(BaseFinetuning):
 
     Frozen blocks run in eval mode: a fixed feature extractor, with no dropout and the
     source's batch-norm statistics, whose weights and buffers stay bit-identical.
+    ``batch_norm_eval``: unfrozen blocks keep their batch-norm layers in eval mode too (a
+    model that keeps the source's statistics throughout, ``freeze_bn_stats``).
     """
 
-    def __init__(self, blocks: list[nn.Module], unfreeze_at_epoch: int | None):
+    def __init__(
+        self,
+        blocks: list[nn.Module],
+        unfreeze_at_epoch: int | None,
+        batch_norm_eval: bool = False,
+    ):
         super().__init__()
         self.blocks = blocks
         self.unfreeze_at_epoch = unfreeze_at_epoch
+        self.batch_norm_eval = batch_norm_eval
         self.frozen = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -53,3 +62,7 @@ class FreezeBlocks(BaseFinetuning):
         super().on_train_epoch_start(trainer, pl_module)
         for block in self.blocks:
             block.train(not self.frozen)
+            if self.batch_norm_eval:
+                for module in block.modules():
+                    if isinstance(module, _BatchNorm):
+                        module.eval()
