@@ -49,3 +49,18 @@ def test_a_new_report_keeps_the_hand_written_notes(tmp_path):
     report.write_text("# Performance\n\n| old table |\n\n## Notes\n\nwhy the figures are so\n")
     assert bench.kept_notes(report) == "\n## Notes\n\nwhy the figures are so\n"
     assert bench.kept_notes(tmp_path / "missing.md") == ""
+
+
+def test_the_sweep_case_runs_its_jobs_two_at_once(tmp_path):
+    """The serial side is Hydra's basic launcher, which every other sweep test runs."""
+    tiny = (
+        "method=source_only",
+        "data.steps_per_epoch=2",
+        "trainer.max_epochs=1",
+        "source.num_train=200",
+        "source.num_val=100",
+        "source.num_test=100",
+        "callbacks.feature_space=null",
+    )
+    assert bench.sweep_seconds(tmp_path, jobs=2, seeds=2, job=tiny) > 0
+    assert len(list((tmp_path / "sweep_2").glob("*/metrics.json"))) == 2

@@ -6,6 +6,7 @@ tiny budget, as a user runs them from the command line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,6 @@ TINY_SWEEP = [
 def sweep(launcher: str, tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
     sweep_dir = tmp_path / "sweep"
     env = subprocess_env(tmp_path)
-    env["OMP_NUM_THREADS"] = "1"  # two jobs at once share the cores
     proc = subprocess.run(
         [
             sys.executable,
@@ -65,8 +65,27 @@ def test_a_two_job_sweep_completes_through_the_launcher(launcher, tmp_path):
     log = proc.stdout + proc.stderr
     if launcher == "joblib":
         assert "Joblib.Parallel(n_jobs=2" in log  # both jobs handed to the worker pool
+        share = max(1, (os.cpu_count() or 1) // 2)  # two jobs at once share the cores
+        for n in (0, 1):
+            job_log = (sweep_dir / str(n) / "train.log").read_text()
+            assert f"torch threads per job: {share} (2 jobs at once on" in job_log
     else:
         assert "Submitit 'local' sweep output dir" in log
         # submitit ran each job as its own process and kept its logs (submitit_folder)
         outputs = sorted((sweep_dir / ".submitit").glob("*/*_log.out"))
         assert len(outputs) == 2, sorted((sweep_dir / ".submitit").rglob("*"))
+
+
+def test_a_lone_run_keeps_torchs_threads_and_an_explicit_count_wins(monkeypatch):
+    import torch
+
+    from tlframe.engine.threads import share_cores
+
+    before = torch.get_num_threads()
+    share_cores(None)  # not in a parallel sweep: nothing to share
+    assert torch.get_num_threads() == before
+    try:
+        share_cores(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -149,6 +149,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from tlframe.engine.distributed import is_rank_zero
     from tlframe.engine.outputs import log_hparams, write_metrics
     from tlframe.engine.stages import run_stages
+    from tlframe.engine.threads import share_cores
     from tlframe.validate import validate
 
     run_dir = Path(cfg.paths.output_dir)
@@ -158,6 +159,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if done is not None:  # a relaunched sweep: this job finished before
         log.info("%s already holds this finished run; not training again", run_dir)
         return done
+    share_cores(cfg.performance.get("threads_per_job"))
     method = validate(cfg)
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -190,12 +190,44 @@ def default_run_seconds(root: Path) -> tuple[float, float, dict]:
     return times[0], times[1], json.loads(newest.read_text())
 
 
+SWEEP_JOB = ("method=source_only", "data.steps_per_epoch=50", "trainer.max_epochs=2")
+
+
+def sweep_seconds(root: Path, jobs: int, seeds: int = 4, job: tuple[str, ...] = SWEEP_JOB) -> float:
+    """Wall time of a ``seeds``-job sweep of short runs, one job at a time (Hydra's basic
+    launcher) or ``jobs`` at once (joblib, each job on its share of the cores)."""
+    root.mkdir(parents=True, exist_ok=True)
+    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    command = [
+        sys.executable,
+        "-m",
+        "tlframe.train",
+        "-m",
+        *launcher,
+        *job,
+        f"seed={','.join(map(str, range(seeds)))}",
+        "cache_stages=false",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        f"hydra.sweep.dir={root / f'sweep_{jobs}'}",
+    ]
+    env = dict(os.environ, TLFRAME_ROOT=str(root))
+    start = time.perf_counter()
+    subprocess.run(command, cwd=root, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(
-    steps: int, warmup: int, repeats: int, default_run: bool, overrides: tuple[str, ...] = ()
+    steps: int,
+    warmup: int,
+    repeats: int,
+    default_run: bool,
+    overrides: tuple[str, ...] = (),
+    sweep: bool = False,
 ) -> str:
     register_configs()
     root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
@@ -266,6 +298,15 @@ def run(
             f"(process start to exit). The warm run's metrics.json: {stages}; "
             f"test/target/acc {record['metrics'].get('test/target/acc', float('nan')):.3f}.",
         ]
+    if sweep:
+        one, two = (sweep_seconds(root / "sweep", jobs) for jobs in (1, 2))
+        lines += [
+            "",
+            f"A sweep of 4 short jobs ({' '.join(SWEEP_JOB)}, seeds 0-3) on "
+            f"{os.cpu_count()} cores: {one:.1f} s one job at a time, {two:.1f} s with "
+            "`hydra/launcher=joblib hydra.launcher.n_jobs=2` (each job on its share of the "
+            f"cores), {one / two:.2f}x.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -277,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-default-run", action="store_true", help="skip timing the default tlframe-train run"
     )
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="skip timing a 4-job sweep, serial vs 2 at once"
+    )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument(
         "overrides",
@@ -286,7 +330,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     table = run(
-        args.steps, args.warmup, args.repeats, not args.no_default_run, tuple(args.overrides)
+        args.steps,
+        args.warmup,
+        args.repeats,
+        not args.no_default_run,
+        tuple(args.overrides),
+        sweep=not args.no_sweep,
     )
     print(table, end="")
     if args.output:
