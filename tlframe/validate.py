@@ -18,7 +18,7 @@ from tlframe.engine.method import Method, Stage
 from tlframe.engine.selection import holdout_options, resolve_selection
 from tlframe.engine.stages import build_method, stage_regimes, stage_settings
 from tlframe.errors import ConfigError
-from tlframe.models.backbones import pretrained_weights
+from tlframe.models.backbones import TIMM_BACKBONE, pretrained_weights, timm_weights_file
 
 # Backbones whose ``arch`` and ``weights`` name torchvision models and weights.
 _TORCHVISION_BACKBONES = {"tlframe.models.backbones.resnet"}
@@ -109,10 +109,16 @@ def _check_optimized_metric(metric: str | None) -> None:
 
 
 def _check_backbone_weights(cfg: DictConfig) -> None:
-    """An unknown model or weights name is reported now, not after the data is loaded."""
+    """An unknown model or weights name, or weights that are nowhere to be found, is
+    reported now, not after the data is loaded."""
     node = cfg.get("backbone")
-    if isinstance(node, DictConfig) and node.get("_target_") in _TORCHVISION_BACKBONES:
+    if not isinstance(node, DictConfig):
+        return
+    if node.get("_target_") in _TORCHVISION_BACKBONES:
         pretrained_weights(node.get("arch", "resnet18"), node.get("weights"))
+    elif node.get("_target_") == TIMM_BACKBONE:
+        model_args = node.get("model_args") or {}
+        timm_weights_file(node.name, model_args, node.pretrained, node.checkpoint_path)
 
 
 def _check_arguments(

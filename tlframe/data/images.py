@@ -115,6 +115,18 @@ class ImageSplit(TensorSplit):
         return ImageSplit(self.inputs, None, self.channels, self.mean, self.std)
 
 
+def _normalised(
+    images: Tensor, channels: int, mean: float | Sequence[float], std: float | Sequence[float]
+) -> Tensor:
+    """Float model inputs from uint8 images. With one mean and std a grey image repeated
+    into RGB stays a view of its one channel; per-channel ones (a pretrained model's) are
+    those of the channels the model reads."""
+    x = images.float() / 255
+    if isinstance(mean, (int, float)) and isinstance(std, (int, float)):
+        return match_channels((x - mean) / std, channels)
+    return normalise(match_channels(x, channels), _plain(mean), _plain(std))
+
+
 def image_domain(
     name: str,
     arrays: dict[str, tuple[Tensor, Tensor]],
@@ -140,8 +152,7 @@ def image_domain(
         if stored == "uint8":
             splits[split] = ImageSplit(images, labels.long(), channels, mean, std)
         else:
-            normalised = match_channels((images.float() / 255 - mean) / std, channels)
-            splits[split] = TensorSplit(normalised, labels.long())
+            splits[split] = TensorSplit(_normalised(images, channels, mean, std), labels.long())
     return Domain(
         name=name,
         class_names=list(class_names),

@@ -4,6 +4,8 @@ One backbone reads both domains, so their inputs must agree. Each step says in t
 what it chose; ``cfg`` records every choice (a domain option that was left to tlframe
 is filled in), so stage keys and metrics.json say what ran.
 
+- ``pretrained_inputs``: a backbone reads inputs as its weights were trained: a timm model
+  its own data configuration (``timm_inputs``), a pretrained torchvision one ImageNet's.
 - ``match_channels``: a grey image domain paired with a colour one is read as RGB (its
   grey repeated), when its ``channels`` option is left to tlframe (null).
 - ``match_sizes``: image domains of different sizes are read at the larger, when their
@@ -20,6 +22,7 @@ is filled in), so stage keys and metrics.json say what ran.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 import torch
@@ -29,6 +32,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from tlframe.data.domain import SPLITS, Domain, TensorSplit, split_labels
 from tlframe.data.images import IMAGENET_MEAN, IMAGENET_STD
 from tlframe.errors import ConfigError
+from tlframe.models.backbones import TIMM_BACKBONE, timm_data_config
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +64,13 @@ def _rebuild(cfg, domains, build, role: str, option: str, value) -> None:
 
 
 def pretrained_inputs(cfg: DictConfig, domains: dict[str, Domain], build) -> None:
-    """A pretrained backbone expects what it was trained on: an image folder whose input
+    """A pretrained backbone expects what it was trained on: a timm model its own data
+    configuration (``timm_inputs``); with torchvision weights, an image folder whose input
     options were left to tlframe gets ImageNet's recipe whatever its images' size."""
     backbone = cfg.get("backbone")
+    if isinstance(backbone, DictConfig) and backbone.get("_target_") == TIMM_BACKBONE:
+        timm_inputs(cfg, domains, build, backbone)
+        return
     if not isinstance(backbone, DictConfig) or not backbone.get("weights"):
         return
     imagenet = {"channels": 3, "image_size": 224, "resize_size": 256, "augment": True}
@@ -79,6 +87,40 @@ def pretrained_inputs(cfg: DictConfig, domains: dict[str, Domain], build) -> Non
             log.info(
                 "%s: ImageNet's inputs for the pretrained backbone (%s)", role, ", ".join(left)
             )
+
+
+def timm_inputs(cfg: DictConfig, domains: dict[str, Domain], build, backbone: DictConfig) -> None:
+    """Image domains read as timm's data configuration of the model says (``timm.data.
+    resolve_data_config``: input size, interpolation, mean, std, crop percentage): an image
+    folder in the options left to tlframe, with the resize that gives timm's centre crop; an
+    in-memory domain (embedded digits, MNIST, ...) in its channels, size and statistics (its
+    images are resized once, bilinearly). One log line says what was chosen."""
+    data = timm_data_config(backbone.name, backbone.get("model_args") or {})
+    channels, size = data["input_size"][0], data["input_size"][-1]
+    chosen = {"channels": channels, "image_size": size}
+    chosen.update(mean=list(data["mean"]), std=list(data["std"]))
+    folder = {"resize_size": math.floor(size / data["crop_pct"]), "augment": True}
+    folder.update(interpolation=data["interpolation"], **chosen)
+    applied = []
+    for role, domain in domains.items():
+        node = cfg[role]
+        if len(domain.input_shape) != 3 or not isinstance(node, DictConfig):
+            continue
+        if str(node.get("_target_", "")).endswith("image_folder"):
+            left = {k: v for k, v in folder.items() if k in node and node[k] is None}
+        else:
+            left = {k: v for k, v in chosen.items() if k in node and node[k] != v}
+        if left:
+            with open_dict(cfg):
+                cfg[role].update(left)
+            domains[role] = build(cfg[role])
+            applied.append(f"{role} {domains[role].name} ({', '.join(left)})")
+    keys = ("input_size", "interpolation", "crop_pct", "mean", "std")
+    described = ", ".join(f"{key} {data[key]}" for key in keys)
+    applied_to = "; ".join(applied) or "no domain (its options are set by hand)"
+    log.info(
+        "timm %s's data configuration: %s; applied to %s", backbone.name, described, applied_to
+    )
 
 
 def match_channels(cfg: DictConfig, domains: dict[str, Domain], build) -> None:

@@ -242,6 +242,9 @@ def _stage_key(cfg: DictConfig, spec: StageSpec, previous: str | None) -> str:
     }
     if spec.init_from:
         material["init_from"] = file_digest(spec.init_from)
+    weights = cfg.backbone.get("checkpoint_path")  # a file the backbone's weights come from
+    if weights:
+        material["backbone_weights"] = file_digest(Path(weights).expanduser())
     return content_key(material)
 
 

@@ -95,11 +95,16 @@ def folder_transform(
     augment: bool,
     mean: Sequence[float],
     std: Sequence[float],
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
-    """Resize the shorter side to ``resize_size``, crop ``image_size`` (random + flips when
-    training with ``augment``, else centred), scale to [0, 1] and normalise."""
+    """Resize the shorter side to ``resize_size`` (with ``interpolation``), crop
+    ``image_size`` (random + flips when training with ``augment``, else centred), scale to
+    [0, 1] and normalise."""
     if resize_size < image_size:
         raise ConfigError(f"resize_size ({resize_size}) must be >= image_size ({image_size})")
+    modes = [mode.value for mode in v2.InterpolationMode]
+    if interpolation not in modes:
+        raise ConfigError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
     crop = (
         [v2.RandomCrop(image_size), v2.RandomHorizontalFlip()]
         if train and augment
@@ -107,7 +112,7 @@ def folder_transform(
     )
     return v2.Compose(
         [
-            v2.Resize(resize_size),
+            v2.Resize(resize_size, interpolation=v2.InterpolationMode(interpolation)),
             *crop,
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),
@@ -232,12 +237,14 @@ def image_folder(
     augment: bool | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    interpolation: str | None = None,
 ) -> Domain:
     """A streamed domain over the image tree at ``root`` (see the module docstring).
 
     ``url`` (+ ``md5``) is an archive that unpacks to ``root`` inside its parent folder,
     fetched only with ``download``; ``instructions`` tell the user how to get the data
-    where no stable URL exists. The input options left None are chosen from the images.
+    where no stable URL exists. The input options left None are chosen from the images;
+    ``interpolation`` (None: bilinear) is a timm model's when ``backbone=timm``.
     """
     folder = Path(root)
     if download and url and not folder.is_dir():
@@ -259,7 +266,13 @@ def image_folder(
     log.info("%s: %s", name, told)
     transforms = {
         train: folder_transform(
-            train, inputs.image_size, inputs.resize_size, inputs.augment, inputs.mean, inputs.std
+            train,
+            inputs.image_size,
+            inputs.resize_size,
+            inputs.augment,
+            inputs.mean,
+            inputs.std,
+            interpolation or "bilinear",
         )
         for train in (True, False)
     }
