@@ -193,6 +193,16 @@ def _print_summary(record: dict[str, Any], run_dir: Path) -> None:
     read = ", ".join(f"{role} {labels}" for role, labels in record["labels_read"].items())
     lines.append(f"  labels read: {read}")
     lines.append(f"  selected on {record['selection']}; wall time {record['wall_time_s']:.1f} s")
+    name, stage = list(record["stages"].items())[-1]
+    memory = stage["peak_memory_mb"]
+    lines.append(
+        f"  {name} stage: {stage['trainable_params']:,} trainable parameters"
+        + (
+            f"; peak memory {memory:.0f} MiB ({stage['peak_memory_measure']})"
+            if memory is not None
+            else ""
+        )
+    )
     lines.append(f"  run dir: {run_dir}")
     print("\n".join(lines), flush=True)
 

@@ -83,7 +83,10 @@ class BackboneHead(TransferModel):
     batches drawn from a few labeled examples per class estimate no population's.
     ``train_head=False`` keeps the head as built or inherited (SHOT's source hypothesis).
     ``warmup_epochs``: only the head trains for that many epochs, then everything (LwF's
-    warm-up of a new head).
+    warm-up of a new head). ``adapter`` (parameter-efficient fine-tuning, e.g. LoRA:
+    ``tlframe.models.adapters``) is injected into the backbone once it holds the inherited
+    weights, which it freezes and adapts (injected at construction, the earlier stage's
+    weights would no longer load: peft renames the layers it wraps).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class BackboneHead(TransferModel):
         freeze_bn_stats: bool = False,
         train_head: bool = True,
         warmup_epochs: int = 0,
+        adapter: Callable[[nn.Module], None] | None = None,
     ):
         super().__init__()
         if inherit_head not in HEAD_INHERITANCE:
@@ -111,6 +115,7 @@ class BackboneHead(TransferModel):
         self.head.requires_grad_(train_head)
         self.head_inherited = False
         self.warmup_epochs = warmup_epochs
+        self.adapter = adapter
 
     @property
     def out_features(self) -> int:
@@ -136,9 +141,11 @@ class BackboneHead(TransferModel):
         return {"backbone": self.backbone, "head": self.head, **dict(self.task_heads.items())}
 
     def inherit(self, parts: Mapping[str, nn.Module]) -> None:
-        """Start from the earlier stage's trained backbone, and its head as ``inherit_head``
-        says."""
+        """Start from the earlier stage's trained backbone (adapted, with an ``adapter``),
+        and its head as ``inherit_head`` says."""
         self.backbone.load_state_dict(parts["backbone"].state_dict())
+        if self.adapter is not None:
+            self.adapter(self.backbone)
         if self.inherit_head == "never" or "head" not in parts:
             return
         if self.inherit_head == "fit" and not same_shapes(parts["head"], self.head):

@@ -70,6 +70,9 @@ def write_metrics(
                 "best_checkpoint": r.best_checkpoint,
                 "fit_seconds": round(r.fit_seconds, 3),
                 "test_seconds": round(r.test_seconds, 3),
+                "trainable_params": r.trainable_params,
+                "peak_memory_mb": None if r.peak_memory_mb is None else round(r.peak_memory_mb, 1),
+                "peak_memory_measure": r.peak_memory_measure,
             }
             for r in results
         },

@@ -35,6 +35,7 @@ from tlframe.engine.cache import StageCache, code_version, content_key
 from tlframe.engine.checkpoints import file_digest, load_weights, resolve_checkpoint
 from tlframe.engine.context import DomainInfo, StageContext
 from tlframe.engine.distributed import is_rank_zero, job_processes
+from tlframe.engine.memory import peak_memory, reset_peak_memory
 from tlframe.engine.method import LABELED, Method, Stage, describe, targets_of
 from tlframe.engine.module import Engine
 from tlframe.engine.selection import Holdout, Selection, holdout_options, resolve_selection
@@ -96,6 +97,9 @@ class StageResult:
     loggers: list = field(default_factory=list)
     selected_step: int | None = None  # the training step whose weights were kept
     train_on: dict[str, Any] = field(default_factory=dict)
+    trainable_params: int = 0  # what its optimizer updates (0: the stage trains nothing)
+    peak_memory_mb: float | None = None  # while it was fitted and tested (engine.memory)
+    peak_memory_measure: str = ""
 
 
 def build_method(cfg: DictConfig) -> Method:
@@ -356,6 +360,7 @@ def run_stage(
 ) -> StageResult:
     """Fit one stage (or take it from the cache), restore its selected weights, test it."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    reset_peak_memory()
     module = build_module(cfg, spec, domain_infos(domains), inherited)
     fraction = spec.holdout.fraction if spec.holdout else None
     datamodule = _datamodule(cfg, spec, domains, fraction)
@@ -407,6 +412,8 @@ def run_stage(
     metrics.update(module.evaluator.results())
     if spec.selection.holdout and selected.get("score") is not None:
         metrics[spec.selection.metric] = selected["score"]  # of the selected step, held out
+    trains = spec.stage.objectives and not spec.init_from
+    peak_mb, measure = peak_memory(module.device)
     return StageResult(
         name=spec.name,
         selection=spec.selection,
@@ -419,6 +426,9 @@ def run_stage(
         loggers=trainer.loggers,
         selected_step=selected.get("step"),
         train_on=spec.train_on,
+        trainable_params=sum(p.numel() for p in module.trainable_parameters()) if trains else 0,
+        peak_memory_mb=peak_mb,
+        peak_memory_measure=measure,
     )
 
 

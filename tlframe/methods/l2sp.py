@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tlframe.engine.method import Method, method
 from tlframe.engine.model import BackboneHead
 from tlframe.engine.objective import Objective, StepOutputs
+from tlframe.errors import ConfigError
 from tlframe.methods.finetune import FineTuning, fine_tuning_stages
 from tlframe.models.layers import Frozen
 
@@ -66,5 +67,10 @@ def l2sp(
     tuning: FineTuning = FineTuning(), penalty: Callable[..., Objective] = StartingPointPenalty
 ) -> Method:
     """L2-SP: fine-tuning pulled back towards the source weights."""
+    if tuning.adapter is not None:  # they stay frozen at the source's values
+        raise ConfigError(
+            "l2sp pulls the backbone's weights towards the source's, which "
+            f"method.tuning.adapter={tuning.adapter} freezes; use method=finetune with it"
+        )
     stages = fine_tuning_stages(tuning, {"l2sp": penalty}, optimizer={"weight_decay": 0.0})
     return Method("l2sp", stages, same_classes=tuning.keep_head)
