@@ -5,7 +5,6 @@ metrics.json counts what trained, and a wrong or uninstallable adapter stops wit
 from __future__ import annotations
 
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,6 @@ from torch import Tensor
 from tlframe import train as entrypoint
 from tlframe.config import config_dir
 
-needs_peft = pytest.mark.skipif(
-    find_spec("peft") is None, reason="peft is not installed (pip install 'tlframe[peft]')"
-)
 QUIET = [
     "callbacks.progress_bar=null",
     "callbacks.feature_space=null",
@@ -63,7 +59,6 @@ def lora_size(weight: Tensor) -> int:
     return RANK * (weight[0].numel() + weight.shape[0])
 
 
-@needs_peft
 def test_lora_trains_its_low_rank_updates_and_the_head_only(runs):
     (record, run), (full, _) = runs["lora"], runs["full"]
     source, target = weights(run, "source"), weights(run, "target")
@@ -92,6 +87,7 @@ def test_lora_trains_its_low_rank_updates_and_the_head_only(runs):
     head = sum(v.numel() for k, v in source.items() if k.startswith("model.head."))
     expected = sum(lora_size(w) for w in layers.values()) + head
     assert record["stages"]["target"]["trainable_params"] == expected == 21_208 + 2_570  # README
+    assert (record["method"], full["method"]) == ("finetune+lora", "finetune")  # report apart
     assert full["stages"]["target"]["trainable_params"] > 20 * expected
     assert (
         full["stages"]["target"]["trainable_params"] == full["stages"]["source"]["trainable_params"]
@@ -99,7 +95,6 @@ def test_lora_trains_its_low_rank_updates_and_the_head_only(runs):
     assert record["stages"]["target"]["peak_memory_mb"] > 0
 
 
-@needs_peft
 def test_lora_learns_the_target_task(runs):
     """The source model scores ~0.54 on the target; LoRA 0.89 and full fine-tuning 0.94.
     Inert updates (B never training: the head alone) score 0.78, below the bar."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import huggingface_hub.constants as hub_constants
 import pytest
+import timm
 import torch
 from conftest import QUICK
 from file_fixtures import write_image_tree
@@ -18,9 +20,6 @@ from tlframe import train as entrypoint
 from tlframe.errors import ConfigError
 from tlframe.models.backbones import timm as timm_backbone
 from tlframe.train import build_domains
-
-timm = pytest.importorskip("timm")
-hub_constants = pytest.importorskip("huggingface_hub.constants")
 
 CNN = ("resnet10t", {"pretrained_cfg_overlay": {"input_size": [3, 32, 32]}})
 VIT = ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2})

@@ -48,4 +48,4 @@ def bss(
 ) -> Method:
     """BSS: fine-tuning with batch spectral shrinkage of the target features."""
     stages = fine_tuning_stages(tuning, {"bss": shrinkage})
-    return Method("bss", stages, same_classes=tuning.keep_head)
+    return Method(tuning.named("bss"), stages, same_classes=tuning.keep_head)

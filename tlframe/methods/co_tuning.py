@@ -90,4 +90,4 @@ def co_tuning(
     """Co-Tuning: fine-tuning with a new target head, the source head trained alongside on
     the target labels translated into source labels."""
     stages = fine_tuning_stages(tuning, {"co_tuning": relationship})
-    return Method("co_tuning", stages, same_classes=tuning.keep_head)
+    return Method(tuning.named("co_tuning"), stages, same_classes=tuning.keep_head)

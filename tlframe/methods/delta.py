@@ -192,4 +192,4 @@ def delta(
     """DELTA: fine-tuning with a new head, its feature maps kept near the source model's
     where the target task needs them."""
     stages = fine_tuning_stages(tuning, {"delta": regularization}, optimizer={"weight_decay": 0.0})
-    return Method("delta", stages, same_classes=tuning.keep_head)
+    return Method(tuning.named("delta"), stages, same_classes=tuning.keep_head)

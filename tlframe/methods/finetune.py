@@ -51,6 +51,11 @@ class FineTuning:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
 
+    def named(self, family: str) -> str:
+        """The run's method name: the family's, with the adapter (``finetune+lora``), so a
+        report keeps adapted and fully fine-tuned runs apart."""
+        return f"{family}+{self.adapter}" if self.adapter else family
+
 
 def tuning_adapter(tuning: FineTuning) -> Callable[[nn.Module], None] | None:
     """The adapter ``method.tuning.adapter`` names, with its options bound and checked now,
@@ -111,4 +116,6 @@ def fine_tuning_stages(
 @method
 def finetune(tuning: FineTuning = FineTuning()) -> Method:
     """Fine-tuning: the source model, trained further on the target labels."""
-    return Method("finetune", fine_tuning_stages(tuning), same_classes=tuning.keep_head)
+    return Method(
+        tuning.named("finetune"), fine_tuning_stages(tuning), same_classes=tuning.keep_head
+    )

@@ -107,4 +107,4 @@ def lwf(
     """LwF: fine-tuning that keeps answering the source task through its own head.
     ``warmup_epochs``: of the target stage's epochs, how many train the new head alone."""
     stages = fine_tuning_stages(tuning, {"lwf": distillation}, warmup_epochs=warmup_epochs)
-    return Method("lwf", stages, same_classes=tuning.keep_head)
+    return Method(tuning.named("lwf"), stages, same_classes=tuning.keep_head)
