@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from tlframe.errors import ConfigError
+
 
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,3 +56,11 @@ def load_cached(path: str | Path) -> Any | None:
         return safe_load(path)
     except Exception:  # a truncated or foreign file is not trusted: rebuild it
         return None
+
+
+def state_dict_of(checkpoint: object, what: str) -> dict:
+    """The weights in a loaded file: a Lightning checkpoint's state dict, or a bare one."""
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{what} holds no state dict")
+    return state

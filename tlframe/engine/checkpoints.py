@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from tlframe.errors import ConfigError
-from tlframe.io import safe_load
+from tlframe.io import safe_load, state_dict_of
 
 
 def resolve_checkpoint(location: str | Path, stage: str) -> Path:
@@ -54,9 +54,7 @@ def load_weights(module: nn.Module, path: Path) -> None:
         raise ConfigError(
             f"init_from={path}: not a loadable weights-only checkpoint ({err})"
         ) from err
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"init_from={path}: holds no state dict")
+    state = state_dict_of(checkpoint, f"init_from={path}:")
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shapes differ: another backbone, head or class count

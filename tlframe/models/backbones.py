@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tlframe.errors import ConfigError
-from tlframe.io import safe_load
+from tlframe.io import safe_load, state_dict_of
 from tlframe.models.registry import BACKBONES
 
 log = logging.getLogger(__name__)
@@ -292,10 +292,7 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
         raise ConfigError(
             f"cannot read the weights file {path}: {' '.join(str(err).split())}"
         ) from err
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"the weights file {path} holds no state dict")
-    return state
+    return state_dict_of(checkpoint, f"the weights file {path}")
 
 
 class _Part(nn.Module):
