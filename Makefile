@@ -14,12 +14,12 @@ help: ## show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  pass Hydra overrides with ARGS, e.g. make train ARGS='method=target_only seed=1'"
 
-install: $(STAMP) ## create .venv and install tlframe with its dev, optuna, timm and peft extras
+install: $(STAMP) ## create .venv and install tlframe with its dev, optuna, timm, peft and text extras
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
-	$(BIN)/python -m pip install --quiet -e ".[dev,optuna,timm,peft]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,optuna,timm,peft,text]"
 	touch $(STAMP)
 
 train: install ## run the embedded default experiment (offline, CPU)

@@ -10,6 +10,7 @@ used as published: training on ``trainval_loc`` (the seen classes) less a strati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from tlframe.data.domain import Domain, TensorSplit
 from tlframe.data.files import override, read, require
 from tlframe.data.formats.array_readers import read_mat
 from tlframe.data.splits import split_pool
+from tlframe.data.zero_shot.text_encoder import class_text_embeddings
 from tlframe.errors import DataError
 
 FILES = ("res101.mat", "att_splits.mat")
@@ -34,8 +36,11 @@ def xlsa17(
     l2_normalize: bool = False,
     seed: int = 0,
     role: str | None = None,
+    class_text: str | None = None,
+    text_encoder: Mapping[str, str | None] | None = None,
 ) -> Domain:
-    """The features, class attributes and proposed split in ``root`` as a zero-shot domain."""
+    """The features, class attributes and proposed split in ``root`` as a zero-shot domain;
+    ``class_text=names`` embeds ``allclasses_names`` with ``text_encoder`` instead."""
     folder = Path(root)
     name = name or folder.name
     where = override(role, "root", "<e.g. xlsa17/data/AWA2>")
@@ -58,6 +63,12 @@ def xlsa17(
     num_classes = int(labels.max()) + 1
     if attributes.shape[0] != num_classes:
         attributes = attributes.T  # stored [attributes, classes]
+    names = _class_names(splits_file, num_classes)
+    if class_text is not None and names is None:
+        raise DataError(f"{name}: {splits_file} has no allclasses_names to embed for class_text")
+    text = class_text_embeddings(class_text, text_encoder, names or [])
+    if text is not None:
+        attributes = text
     rows = {k: np.asarray(splits[k]).reshape(-1).astype(np.int64) - 1 for k in LOCS}
     carve = split_pool(labels[rows["trainval_loc"]], seed, val=val_fraction)
     parts = {
@@ -71,7 +82,7 @@ def xlsa17(
 
     return Domain(
         name=name,
-        class_names=_class_names(splits_file, num_classes),
+        class_names=names or [str(i) for i in range(num_classes)],
         input_shape=(features.shape[1],),
         **{part: split(index) for part, index in parts.items()},
         class_attributes=torch.from_numpy(np.ascontiguousarray(attributes)),
@@ -80,9 +91,9 @@ def xlsa17(
     )
 
 
-def _class_names(path: Path, num_classes: int) -> list[str]:
-    """``allclasses_names`` (a cell array, which the numeric readers skip), else numbers."""
+def _class_names(path: Path, num_classes: int) -> list[str] | None:
+    """``allclasses_names`` (a cell array, which the numeric readers skip), if present."""
     cells = scipy.io.loadmat(path).get("allclasses_names")
     if cells is None or cells.size != num_classes:
-        return [str(i) for i in range(num_classes)]
+        return None
     return [str(np.asarray(c).reshape(-1)[0]) for c in cells.reshape(-1)]

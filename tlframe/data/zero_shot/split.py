@@ -21,6 +21,7 @@ from tlframe.data.zero_shot.class_info import (
     sentence_vectors,
     word_vectors,
 )
+from tlframe.data.zero_shot.text_encoder import class_text_embeddings
 from tlframe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,18 @@ def zero_shot(
     word_aliases: Mapping[str, str] | None = None,
     sentence_model: str | None = None,
     l2_normalize: bool = True,
+    class_text: str | None = None,
+    text_encoder: Mapping[str, str | None] | None = None,
 ) -> Domain:
     """``base`` with ``class_attributes`` and the seen classes of split ``zsl_split``;
-    ``attribute_names`` (documentation of the table's columns) is checked against it."""
+    ``attribute_names`` (documentation of the table's columns) is checked against it.
+    ``class_text=names`` embeds the class names with ``text_encoder`` in place of the table."""
     names = [str(c) for c in base.class_names]
+    text = class_text_embeddings(class_text, text_encoder, names)
+    if text is not None:
+        attributes = attribute_names = None
     semantic = class_side_information(
-        names, attributes, attributes_key, word_vectors_path, word_aliases, sentence_model
+        names, attributes, attributes_key, word_vectors_path, word_aliases, sentence_model, text
     )
     width = semantic[0].shape[1] if attributes is not None else None
     if attribute_names is not None and width is not None and len(attribute_names) != width:
@@ -75,9 +82,11 @@ def class_side_information(
     word_vectors_path: str | None,
     word_aliases: Mapping[str, str] | None,
     sentence_model: str | None,
+    text: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """The configured sources of side information, each ``[classes, dim]``."""
-    parts = []
+    """The configured sources of side information, each ``[classes, dim]``; ``text``
+    (class-name embeddings) comes first, where the attribute table would."""
+    parts = [] if text is None else [text]
     if attributes is not None:
         parts.append(attribute_table(attributes, class_names, attributes_key))
     if word_vectors_path:
@@ -87,7 +96,7 @@ def class_side_information(
     if not parts:
         raise ConfigError(
             "a zero-shot domain needs class side information: set attributes, "
-            "word_vectors_path or sentence_model"
+            "word_vectors_path, sentence_model or class_text"
         )
     return parts
 
