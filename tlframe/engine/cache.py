@@ -91,6 +91,11 @@ class StageCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
+    def features_dir(self) -> Path | None:
+        """Where frozen backbones' features are kept (``tlframe.engine.feature_cache``);
+        None when caching is off."""
+        return self.root.parent / "features" if self.enabled else None
+
     def load(self, key: str) -> dict | None:
         if not self.enabled:
             return None

@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 
 
 class Evaluator(nn.Module):
-    """Logs a stage's evaluation figures; subclasses implement both hooks."""
+    """Logs a stage's evaluation figures; subclasses implement both hooks. ``on_features``:
+    it reads only the model's features and logits, never the inputs or the backbone (so
+    it may run on a frozen backbone's cached features, as objectives may)."""
+
+    on_features = False
 
     def evaluate(self, engine: pl.LightningModule, batch: Mapping, batch_idx: int) -> None:
         raise NotImplementedError
@@ -46,6 +50,8 @@ class Evaluator(nn.Module):
 
 class Accuracy(Evaluator):
     """Top-1 accuracy of the model's predictions on every domain with the task's classes."""
+
+    on_features = True
 
     def __init__(self, *, model: TransferModel, context: StageContext, objectives=None):
         from torchmetrics.classification import MulticlassAccuracy

@@ -116,6 +116,9 @@ class BackboneHead(TransferModel):
         self.head_inherited = False
         self.warmup_epochs = warmup_epochs
         self.adapter = adapter
+        # Set by the stage runner while it fits on features computed once: batches then
+        # hold the backbone's output (tlframe.engine.feature_cache).
+        self.reads_features = False
 
     @property
     def out_features(self) -> int:
@@ -124,21 +127,31 @@ class BackboneHead(TransferModel):
     def head_for(self, role: str) -> nn.Module:
         return self.task_heads[role] if role in self.task_heads else self.head  # noqa: SIM401
 
+    def embed(self, x: Tensor) -> Tensor:
+        """The backbone's features of a batch (the batch itself when it holds them)."""
+        return x if self.reads_features else self.backbone(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.embed(x))
 
     def features_and_logits(self, x: Tensor, role: str) -> tuple[Tensor, Tensor]:
-        features = self.backbone(x)
+        features = self.embed(x)
         return features, self.head_for(role)(features)
 
     def joint_features_and_logits(self, xs: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        features = self.backbone(torch.cat(xs))
+        features = self.embed(torch.cat(xs))
         logits = self.head(features)
         sizes = [len(x) for x in xs]
         return list(zip(features.split(sizes), logits.split(sizes), strict=True))
 
     def parts(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone, "head": self.head, **dict(self.task_heads.items())}
+
+    def frozen_backbone(self) -> bool:
+        """Whether the backbone stays one fixed function for the whole stage (no parameter
+        trains, eval mode throughout), so its features may be computed once. Here it
+        trains; a model that freezes it says so."""
+        return False
 
     def inherit(self, parts: Mapping[str, nn.Module]) -> None:
         """Start from the earlier stage's trained backbone (adapted, with an ``adapter``),

@@ -88,12 +88,16 @@ class Objective(nn.Module):
 
     Class attributes say what it needs: ``joint`` (all domains in one forward pass),
     ``needs_labels`` (labeled examples: a stage of such objectives needs labels to learn),
-    ``needs_roles`` (domains the stage must train on, e.g. the unlabeled target).
+    ``needs_roles`` (domains the stage must train on, e.g. the unlabeled target),
+    ``on_features`` (only the model's features and logits, never the batch's inputs or
+    the backbone itself: a frozen backbone's features may then be computed once,
+    ``tlframe.engine.feature_cache``).
     """
 
     joint = False
     needs_labels = False
     needs_roles: tuple[str, ...] = ()
+    on_features = False
 
     def forward(self, out: StepOutputs, progress: float) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -124,6 +128,7 @@ class CrossEntropy(Objective):
     model)."""
 
     needs_labels = True
+    on_features = True
 
     def __init__(self, *, shuffle_labels: bool = False, label_smoothing: float = 0.0, **parts: Any):
         super().__init__()

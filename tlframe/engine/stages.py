@@ -31,6 +31,7 @@ from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.domain import Domain
 from tlframe.data.labels import method_setting, parse_regime
 from tlframe.data.pairing import protocol
+from tlframe.engine import feature_cache
 from tlframe.engine.cache import StageCache, code_version, content_key
 from tlframe.engine.checkpoints import file_digest, load_weights, resolve_checkpoint
 from tlframe.engine.context import DomainInfo, StageContext
@@ -391,8 +392,11 @@ def run_stage(
             spec.selection.label,
         )
         start = time.perf_counter()
-        _fit(trainer, module, datamodule, _resume_point(cfg, spec, run_dir))
-        best_path, selected = _restore_best(trainer, module)
+        features = _feature_domains(cfg, spec, module, domains, trainer, cache)
+        fit_data = datamodule if features is None else _datamodule(cfg, spec, features, fraction)
+        with feature_cache.reading_features(module.model, on=features is not None):
+            _fit(trainer, module, fit_data, _resume_point(cfg, spec, run_dir))
+            best_path, selected = _restore_best(trainer, module)
         if spec.holdout and spec.holdout.retrain and selected.get("step"):
             module, trainer, best_path = _retrain(
                 cfg, spec, domains, inherited, run_dir, selected["step"]
@@ -429,6 +433,32 @@ def run_stage(
         trainable_params=sum(p.numel() for p in module.trainable_parameters()) if trains else 0,
         peak_memory_mb=peak_mb,
         peak_memory_measure=measure,
+    )
+
+
+def _feature_domains(
+    cfg: DictConfig,
+    spec: StageSpec,
+    module: Engine,
+    domains: dict[str, Domain],
+    trainer: pl.Trainer,
+    cache: StageCache,
+) -> dict[str, Domain] | None:
+    """The domains as the backbone's features, where the stage's backbone is frozen and
+    its inputs fixed (``tlframe.engine.feature_cache``); None where it trains on inputs."""
+    performance = cfg.get("performance") or {}
+    if not feature_cache.enabled(performance) or not feature_cache.qualifies(
+        module, domains, trainer.world_size
+    ):
+        return None
+    return feature_cache.feature_domains(
+        module,
+        domains,
+        set(spec.train_on),
+        trainer.strategy.root_device,
+        int(cfg.data.eval_batch_size),
+        cache.features_dir(),
+        spec.name,
     )
 
 

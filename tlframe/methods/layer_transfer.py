@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
 
 from tlframe.engine.context import StageContext
 from tlframe.engine.method import LABELED, Method, Stage, method
@@ -87,6 +88,15 @@ class CopiedBlocks(BackboneHead):
         for name in self.copied:
             blocks.get_submodule(name).load_state_dict(source.get_submodule(name).state_dict())
 
+    def frozen_backbone(self) -> bool:
+        """Copies frozen for good that hold every part of the backbone whose output
+        depends on training: its parameters, buffers (batch-norm statistics) and dropout
+        (``FreezeBlocks`` keeps the copies in eval mode)."""
+        if self.unfreeze_at_epoch is not None:
+            return False
+        copied = {id(m) for block in self.copied_blocks() for m in block.modules()}
+        return all(id(m) in copied or not _trains(m) for m in self.backbone.modules())
+
     def callbacks(self, trainer: pl.Trainer) -> list[pl.Callback]:
         from tlframe.engine.callbacks.freeze_blocks import FreezeBlocks
 
@@ -100,6 +110,12 @@ class CopiedBlocks(BackboneHead):
         if self.unfreeze_at_epoch is None:
             return super().trainable_parameters()
         return list(self.parameters())
+
+
+def _trains(module: nn.Module) -> bool:
+    """Whether a module's own output changes with training or with train/eval mode."""
+    own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return bool(own) or isinstance(module, _DropoutNd)
 
 
 def _first_blocks(backbone: Callable[..., Backbone], n: int, input_shape) -> Backbone:
@@ -130,7 +146,9 @@ def layer_transfer(
     where input layers differ) and train the rest on the labeled target, the copies frozen
     (``unfreeze_at_epoch=null``), fine-tuned (``0``, Yosinski's AnB+) or frozen for that many
     epochs. The fresh blocks train from scratch: at the full learning rate and budget
-    (``lr``, ``epochs``: null = the global ones), as target_only has them.
+    (``lr``, ``epochs``: null = the global ones), as target_only has them. Every block
+    copied and frozen is a linear probe of the source features: its head trains on
+    features computed once (``tlframe.engine.feature_cache``).
     ``selffer=true`` is Yosinski et al.'s BnB control: the copies come from a network
     trained on the target's own labels instead of the source, which separates the
     co-adaptation of the split layers from the specificity of the source's features."""

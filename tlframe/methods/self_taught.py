@@ -85,7 +85,8 @@ def self_taught(
     lr_target: float | None = None,
 ) -> Method:
     """Pretrain on the unlabeled source, then a head on the target labels. ``finetune``:
-    false trains only the head on frozen features, true the backbone too.
+    false trains only the head on frozen features (computed once:
+    ``tlframe.engine.feature_cache``), true the backbone too.
     ``feature_blocks``: null puts the head on the whole backbone's features, n on the
     flattened output of its first n blocks (later blocks specialise in the pretext task: 2
     = lenet's conv features, RotNet's best layer). Epochs and learning rates: null = the

@@ -5,7 +5,9 @@ with the same optimiser, schedule and losses for the same number of steps, in on
 tlframe runs through its Trainer, CombinedLoader, logging and default callbacks. The
 median over repeats of images/s and of the ratio tlframe/plain is reported, with the
 process's peak memory and the wall time of the default ``tlframe-train`` run (cold and
-warm data cache). ``--output`` writes the markdown table (e.g. to docs/PERFORMANCE.md).
+warm data cache), of a small sweep, and of a head trained on frozen features computed once
+against the backbone recomputed at every step. ``--output`` writes the markdown table
+(e.g. to docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from omegaconf import OmegaConf
 
 from tlframe.config import config_dir, register_configs
 from tlframe.data.datamodule import TransferDataModule
+from tlframe.engine.cache import StageCache
 from tlframe.engine.module import to_channels_last
 from tlframe.engine.stages import (
     build_callbacks,
@@ -40,6 +43,7 @@ from tlframe.engine.stages import (
     build_module,
     domain_infos,
     plan_stages,
+    run_stage,
 )
 from tlframe.models.layers import reverse_gradient
 from tlframe.models.schedules import dann_lambda
@@ -217,6 +221,34 @@ def sweep_seconds(root: Path, jobs: int, seeds: int = 4, job: tuple[str, ...] = 
     return time.perf_counter() - start
 
 
+FEATURE_CACHE_JOB = Case(
+    "head on frozen lenet features",
+    ("method=layer_transfer", "method.layers=4", "data.target_labels=10"),  # every block frozen
+    False,
+)
+
+
+def feature_cache_seconds(
+    root: Path, steps: int, overrides: tuple[str, ...] = ()
+) -> tuple[float, float]:
+    """Fit seconds of the same target stage (a new head on the frozen source lenet, same
+    seed, same ``steps``) on features computed once, their computation included, and with
+    the backbone recomputed at every step (``performance.feature_cache=false``)."""
+    one_step = ("++stages.source.trainer.max_steps=1",)  # the source model's quality is moot
+    cfg = compose_case(FEATURE_CACHE_JOB, steps, root, (*one_step, *overrides))
+    domains = build_domains(cfg)
+    source_spec, target_spec = plan_stages(cfg)
+    off = StageCache(root / "cache", enabled=False)  # neither stage nor features from disk
+    source = run_stage(cfg, source_spec, domains, None, root / "run", off)
+    seconds = {}
+    for mode in ("auto", False):
+        cfg.performance.feature_cache = mode
+        pl.seed_everything(0, verbose=False)
+        result = run_stage(cfg, target_spec, domains, source.module.parts(), root / "run", off)
+        seconds[mode] = result.fit_seconds
+    return seconds["auto"], seconds[False]
+
+
 def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -228,6 +260,7 @@ def run(
     default_run: bool,
     overrides: tuple[str, ...] = (),
     sweep: bool = False,
+    feature_cache: bool = False,
 ) -> str:
     register_configs()
     root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
@@ -307,6 +340,16 @@ def run(
             "`hydra/launcher=joblib hydra.launcher.n_jobs=2` (each job on its share of the "
             f"cores), {one / two:.2f}x.",
         ]
+    if feature_cache:
+        cached, recomputed = feature_cache_seconds(root / "feature_cache", steps, overrides)
+        lines += [
+            "",
+            f"A head trained on frozen features ({' '.join(FEATURE_CACHE_JOB.overrides)}, "
+            f"{steps} steps of the target stage, fit time): {recomputed:.2f} s running the "
+            f"frozen lenet at every step (`performance.feature_cache=false`), {cached:.2f} s "
+            "on features computed once (their computation included), "
+            f"{recomputed / cached:.2f}x.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -320,6 +363,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--no-sweep", action="store_true", help="skip timing a 4-job sweep, serial vs 2 at once"
+    )
+    parser.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="skip timing a head on frozen features, cached vs recomputed every step",
     )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument(
@@ -336,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         not args.no_default_run,
         tuple(args.overrides),
         sweep=not args.no_sweep,
+        feature_cache=not args.no_feature_cache,
     )
     print(table, end="")
     if args.output:

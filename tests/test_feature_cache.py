@@ -1,0 +1,107 @@
+"""Frozen backbone features computed once: the same head as recomputing them every step,
+the backbone not run while training, only where the whole backbone is frozen."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUICK, SMALL_SOURCE
+
+from tlframe.engine import stages
+from tlframe.engine.cache import StageCache
+from tlframe.engine.feature_cache import qualifies
+from tlframe.engine.stages import build_module, domain_infos, plan_stages, run_stage
+from tlframe.tools import bench
+from tlframe.train import build_domains
+
+FROZEN = ("method=layer_transfer", "method.layers=4")  # lenet's four blocks, all frozen
+SETTING = (*QUICK, *SMALL_SOURCE, "data.target_labels=3", "callbacks.feature_space=null")
+
+
+def train_target(make_cfg, monkeypatch, *overrides: str, cache_stages: bool = False):
+    """The target stage of a method trained after its source stage; and how many times its
+    backbone ran with gradients on (the training steps: evaluation and feature computation
+    run without)."""
+    cfg = make_cfg(*SETTING, *overrides)
+    domains = build_domains(cfg)
+    source_spec, target_spec = plan_stages(cfg)
+    cache = StageCache(cfg.paths.cache_dir, enabled=cache_stages)
+    run_dir = Path(cfg.paths.output_dir)
+    source = run_stage(cfg, source_spec, domains, None, run_dir, cache)
+    calls = []
+
+    def counting_build_module(*args, **kwargs):
+        module = build_module(*args, **kwargs)
+        module.model.backbone.register_forward_hook(
+            lambda *_: calls.append(1) if torch.is_grad_enabled() else None
+        )
+        return module
+
+    monkeypatch.setattr(stages, "build_module", counting_build_module)
+    result = run_stage(cfg, target_spec, domains, source.module.parts(), run_dir, cache)
+    return result, len(calls)
+
+
+def test_cached_features_train_the_same_head_without_running_the_backbone(
+    make_cfg, monkeypatch, caplog
+):
+    with caplog.at_level(logging.INFO, logger="tlframe.engine.feature_cache"):
+        cached, cached_calls = train_target(make_cfg, monkeypatch, *FROZEN)
+    recomputed, recomputed_calls = train_target(
+        make_cfg, monkeypatch, *FROZEN, "performance.feature_cache=false"
+    )
+    assert "trains on cached backbone features" in caplog.text
+    assert cached_calls == 0
+    assert recomputed_calls == 4  # every training step (data.steps_per_epoch=4)
+    for name in ("weight", "bias"):
+        a, b = getattr(cached.module.model.head, name), getattr(recomputed.module.model.head, name)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    assert cached.metrics["test/target/acc"] == pytest.approx(recomputed.metrics["test/target/acc"])
+
+
+def test_a_rerun_reads_the_features_from_the_cache_dir(make_cfg, monkeypatch, caplog, tmp_path):
+    """A second target stage (another learning rate) on the same frozen backbone and data
+    computes no features: every split's come from the cache dir."""
+    train_target(make_cfg, monkeypatch, *FROZEN, cache_stages=True)
+    # the target's training split, and each domain's validation split
+    assert len(list((tmp_path / "cache" / "features").glob("*.pt"))) == 3
+    other_lr = "++stages.target.optimizer.lr=0.05"
+    with caplog.at_level(logging.INFO, logger="tlframe.engine.feature_cache"):
+        train_target(make_cfg, monkeypatch, *FROZEN, other_lr, cache_stages=True)
+    assert "3 of its splits read from the cache" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cached"),
+    [
+        (FROZEN, True),
+        (("method=self_taught", "source=synth_letters", "source.num_train=300"), True),
+        (("method=layer_transfer", "method.layers=2"), False),  # fresh blocks train
+        ((*FROZEN, "method.unfreeze_at_epoch=1"), False),
+        (("method=self_taught", "method.finetune=true"), False),
+        (("method=finetune",), False),
+        ((*FROZEN, "+objectives=[mcc]"), False),  # an objective on the unlabeled target
+    ],
+)
+def test_only_stages_with_a_whole_frozen_backbone_use_the_cache(make_cfg, overrides, cached):
+    cfg = make_cfg(*SETTING, *overrides)
+    domains = build_domains(cfg)
+    first, last = plan_stages(cfg)
+    source = build_module(cfg, first, domain_infos(domains), None)
+    module = build_module(cfg, last, domain_infos(domains), source.parts())
+    assert qualifies(module, domains, world_size=1) is cached
+    assert not qualifies(module, domains, world_size=2)
+
+
+def test_plain_finetuning_runs_its_backbone_every_step(make_cfg, monkeypatch):
+    _, calls = train_target(make_cfg, monkeypatch, "method=finetune", "method.tuning.epochs=1")
+    assert calls == 4
+
+
+def test_the_benchmark_reports_the_speed_up(tmp_path):
+    tiny = ("source.num_train=200", "source.num_val=100", "source.num_test=100")
+    cached, recomputed = bench.feature_cache_seconds(tmp_path, steps=3, overrides=tiny)
+    assert cached > 0 and recomputed > 0 and recomputed / cached > 0
