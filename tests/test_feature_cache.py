@@ -1,5 +1,6 @@
-"""Frozen backbone features computed once: the same head as recomputing them every step,
-the backbone not run while training, only where the whole backbone is frozen."""
+"""Frozen backbone blocks' output computed once: the same trained weights as recomputing it
+every step, the frozen blocks not run while training, only where the backbone's first
+blocks (or all of them) are frozen for the whole stage."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from tlframe.tools import bench
 from tlframe.train import build_domains
 
 FROZEN = ("method=layer_transfer", "method.layers=4")  # lenet's four blocks, all frozen
+PREFIX = ("method=layer_transfer",)  # conv1 and conv2 (with its dropout) frozen; fc trains
 SETTING = (*QUICK, *SMALL_SOURCE, "data.target_labels=3", "callbacks.feature_space=null")
 
 
 def train_target(make_cfg, monkeypatch, *overrides: str, cache_stages: bool = False):
     """The target stage of a method trained after its source stage; and how many times its
-    backbone ran with gradients on (the training steps: evaluation and feature computation
-    run without)."""
+    backbone's first block ran with gradients on (the training steps: evaluation and
+    feature computation run without)."""
     cfg = make_cfg(*SETTING, *overrides)
     domains = build_domains(cfg)
     source_spec, target_spec = plan_stages(cfg)
@@ -35,7 +37,7 @@ def train_target(make_cfg, monkeypatch, *overrides: str, cache_stages: bool = Fa
 
     def counting_build_module(*args, **kwargs):
         module = build_module(*args, **kwargs)
-        module.model.backbone.register_forward_hook(
+        module.model.backbone.blocks[0].register_forward_hook(
             lambda *_: calls.append(1) if torch.is_grad_enabled() else None
         )
         return module
@@ -62,6 +64,25 @@ def test_cached_features_train_the_same_head_without_running_the_backbone(
     assert cached.metrics["test/target/acc"] == pytest.approx(recomputed.metrics["test/target/acc"])
 
 
+def test_a_frozen_prefix_is_cached_and_the_blocks_after_it_train_the_same(
+    make_cfg, monkeypatch, caplog
+):
+    with caplog.at_level(logging.INFO, logger="tlframe.engine.feature_cache"):
+        cached, cached_calls = train_target(make_cfg, monkeypatch, *PREFIX)
+    recomputed, recomputed_calls = train_target(
+        make_cfg, monkeypatch, *PREFIX, "performance.feature_cache=false"
+    )
+    assert "the output of its first 2 of 4 blocks" in caplog.text
+    assert cached_calls == 0
+    assert recomputed_calls == 4  # every training step (data.steps_per_epoch=4)
+    a, b = cached.module.model, recomputed.module.model
+    for part in ("backbone.blocks.fc", "backbone.blocks.bottleneck", "head"):
+        sa, sb = a.get_submodule(part).state_dict(), b.get_submodule(part).state_dict()
+        for name in sa:
+            assert torch.allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6), f"{part}.{name}"
+    assert cached.metrics["test/target/acc"] == pytest.approx(recomputed.metrics["test/target/acc"])
+
+
 def test_a_rerun_reads_the_features_from_the_cache_dir(make_cfg, monkeypatch, caplog, tmp_path):
     """A second target stage (another learning rate) on the same frozen backbone and data
     computes no features: every split's come from the cache dir."""
@@ -75,23 +96,27 @@ def test_a_rerun_reads_the_features_from_the_cache_dir(make_cfg, monkeypatch, ca
 
 
 @pytest.mark.parametrize(
-    ("overrides", "cached"),
+    ("overrides", "prefix", "cached"),
     [
-        (FROZEN, True),
-        (("method=self_taught", "source=synth_letters", "source.num_train=300"), True),
-        (("method=layer_transfer", "method.layers=2"), False),  # fresh blocks train
-        ((*FROZEN, "method.unfreeze_at_epoch=1"), False),
-        (("method=self_taught", "method.finetune=true"), False),
-        (("method=finetune",), False),
-        ((*FROZEN, "+objectives=[mcc]"), False),  # an objective on the unlabeled target
+        (FROZEN, 4, True),
+        (("method=self_taught", "source=synth_letters", "source.num_train=300"), 4, True),
+        (PREFIX, 2, True),  # fc and bottleneck train on conv2's output
+        (("method=layer_transfer", "method.layers=1"), 1, True),
+        ((*PREFIX, "method.side=last"), 0, False),  # conv1 trains: nothing before it is fixed
+        ((*PREFIX, "method.unfreeze_at_epoch=0"), 0, False),
+        ((*FROZEN, "method.unfreeze_at_epoch=1"), 0, False),
+        (("method=self_taught", "method.finetune=true"), 0, False),
+        (("method=finetune",), 0, False),
+        ((*FROZEN, "+objectives=[mcc]"), 4, False),  # an objective on the unlabeled target
     ],
 )
-def test_only_stages_with_a_whole_frozen_backbone_use_the_cache(make_cfg, overrides, cached):
+def test_only_stages_with_a_frozen_prefix_use_the_cache(make_cfg, overrides, prefix, cached):
     cfg = make_cfg(*SETTING, *overrides)
     domains = build_domains(cfg)
     first, last = plan_stages(cfg)
     source = build_module(cfg, first, domain_infos(domains), None)
     module = build_module(cfg, last, domain_infos(domains), source.parts())
+    assert module.model.frozen_prefix() == prefix
     assert qualifies(module, domains, world_size=1) is cached
     assert not qualifies(module, domains, world_size=2)
 

@@ -1,19 +1,22 @@
-"""A frozen backbone's features, computed once per stage instead of at every step.
+"""Frozen backbone blocks' output, computed once per stage instead of at every step.
 
-A stage qualifies when its backbone is one fixed function for the whole stage
-(``BackboneHead.frozen_backbone``: every block frozen, in eval mode), its objectives and
+A stage qualifies when its backbone's first blocks are one fixed function for the whole
+stage (``BackboneHead.frozen_prefix``: the first n blocks, or all, frozen, in eval mode,
+as in layer transfer of the first n blocks or a linear probe), its objectives and
 evaluator read only features and logits (``on_features``), every split is an in-memory
-tensor split (no random augmentation: the same input gives the same features) and it runs
-in one process. Then each split the fit reads is passed through the backbone once (eval
-mode, no grad, in batches), and the stage fits on domains holding those features while the
-model reads its batches as features (``BackboneHead.reads_features``). The weights, their
-names and the checkpoints stay those of the whole model; only the backbone's forward pass
-is skipped. Testing runs on the inputs, as without the cache.
+tensor split (no random augmentation: the same input gives the same output) and it runs in
+one process. Then each split the fit reads is passed through the prefix
+once (eval mode, no grad, in batches), and the stage fits on domains holding that output
+while the model runs only the blocks after the prefix on its batches
+(``BackboneHead.cached_prefix``). The weights, their names and the checkpoints stay those
+of the whole model; only the prefix's forward pass is skipped. Testing runs on the inputs,
+as without the cache. A prefix ending in an early convolution of large images has a large
+output: it is kept in memory and on disk for every example.
 
-Features are kept under ``<cache_dir>/features/<key>.pt``, the key a hash of the backbone
+Outputs are kept under ``<cache_dir>/features/<key>.pt``, the key a hash of the prefix
 (architecture, code and weights) and of the split's inputs, so a rerun or a sweep over the
-head's settings reuses them. ``performance.feature_cache=false`` runs the backbone at every
-step instead.
+trained part's settings reuses them. ``performance.feature_cache=false`` runs the whole
+backbone at every step instead.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from tlframe.engine.model import BackboneHead, TransferModel
 from tlframe.engine.module import Engine, to_channels_last
 from tlframe.errors import ConfigError
 from tlframe.io import atomic_save, load_cached
+from tlframe.models.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ def qualifies(module: Engine, domains: Mapping[str, Domain], world_size: int) ->
     model = module.model
     return (
         isinstance(model, BackboneHead)
-        and model.frozen_backbone()
+        and model.frozen_prefix() > 0
         and all(objective.on_features for objective in module.objectives.values())
         and module.evaluator.on_features
         and world_size == 1
@@ -72,12 +76,14 @@ def feature_domains(
     stage: str,
 ) -> dict[str, Domain]:
     """The domains with every split the fit reads (the training splits of ``train_roles``,
-    every validation split) replaced by the backbone's features of it, read from ``store``
-    where it has them and written there otherwise (``None``: not on disk)."""
+    every validation split) replaced by the frozen prefix's output of it, read from
+    ``store`` where it has them and written there otherwise (``None``: not on disk)."""
     backbone = module.model.backbone
+    blocks = module.model.frozen_prefix()
+    prefix = backbone.blocks[:blocks]
     nhwc = getattr(module, "channels_last", False)  # the inputs as the training steps see them
     start = time.perf_counter()
-    identity = backbone_digest(backbone)
+    identity = prefix_digest(backbone, blocks)
     result, examples, reused = {}, 0, 0
     for role, domain in domains.items():
         names = ("train", "val") if role in train_roles else ("val",)
@@ -89,18 +95,20 @@ def feature_domains(
             if isinstance(features, Tensor) and len(features) == len(split):
                 reused += 1
             else:
-                features = compute_features(backbone, split, device, batch_size, nhwc)
+                features = compute_features(prefix, split, device, batch_size, nhwc)
                 if path:
                     atomic_save(features, path)
             splits[name] = TensorSplit(features, split.labels)
             examples += len(features)
         result[role] = replace(domain, **splits)
     log.info(
-        "stage %s: trains on cached backbone features (%d examples x %d dims, computed in "
-        "%.1f s; %d of its splits read from the cache)",
+        "stage %s: trains on cached backbone features (the output of its first %d of %d "
+        "blocks: %d examples x %s, computed in %.1f s; %d of its splits read from the cache)",
         stage,
+        blocks,
+        len(backbone.blocks),
         examples,
-        backbone.out_features,
+        "x".join(map(str, features.shape[1:])),
         time.perf_counter() - start,
         reused,
     )
@@ -109,41 +117,45 @@ def feature_domains(
 
 @torch.no_grad()
 def compute_features(
-    backbone: nn.Module, split: TensorSplit, device: torch.device, batch_size: int, nhwc: bool
+    blocks: nn.Module, split: TensorSplit, device: torch.device, batch_size: int, nhwc: bool
 ) -> Tensor:
-    """The backbone's features of every example of ``split``, in order, in eval mode (as a
-    frozen backbone runs while training), kept on the CPU beside the other splits."""
-    mode = backbone.training
-    backbone.to(device).eval()
+    """The output of ``blocks`` for every example of ``split``, in order, in eval mode (as
+    frozen blocks run while training), kept on the CPU beside the other splits."""
+    modes = {module: module.training for module in blocks.modules()}
+    blocks.to(device).eval()
     try:
         chunks = []
         for x, _ in batches(split, batch_size):
             x = x.to(device)
-            chunks.append(backbone(to_channels_last(x) if nhwc else x).cpu())
+            chunks.append(blocks(to_channels_last(x) if nhwc else x).cpu())
         return torch.cat(chunks)
-    finally:
-        backbone.train(mode)
+    finally:  # each module's own mode: a slice of the backbone's blocks has none to restore
+        for module, mode in modes.items():
+            module.train(mode)
 
 
 @contextmanager
 def reading_features(model: TransferModel, on: bool) -> Iterator[None]:
-    """The model reads its batches as backbone features while inside (when ``on``)."""
+    """The model reads its batches as its frozen prefix's output while inside (when
+    ``on``)."""
     if not on:
         yield
         return
-    model.reads_features = True
+    model.cached_prefix = model.frozen_prefix()
     try:
         yield
     finally:
-        model.reads_features = False
+        model.cached_prefix = 0
 
 
-def backbone_digest(backbone: nn.Module) -> str:
-    """A hash of what the backbone computes: its layers (with their settings, e.g. an
-    activation without weights), the code of its class, and every weight and buffer."""
-    digest = hashlib.sha256(repr(backbone).encode())
+def prefix_digest(backbone: Backbone, blocks: int) -> str:
+    """A hash of what the backbone's first ``blocks`` blocks compute: their layers (with
+    their settings, e.g. an activation without weights), the code of the backbone's
+    module, and every weight and buffer."""
+    prefix = backbone.blocks[:blocks]
+    digest = hashlib.sha256(repr(prefix).encode())
     digest.update(code_version([type(backbone).__module__]).encode())
-    for name, tensor in backbone.state_dict().items():
+    for name, tensor in prefix.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor_digest(tensor).encode())
     return digest.hexdigest()

@@ -117,8 +117,9 @@ class BackboneHead(TransferModel):
         self.warmup_epochs = warmup_epochs
         self.adapter = adapter
         # Set by the stage runner while it fits on features computed once: batches then
-        # hold the backbone's output (tlframe.engine.feature_cache).
-        self.reads_features = False
+        # hold the output of the backbone's first ``cached_prefix`` blocks
+        # (tlframe.engine.feature_cache); 0: they hold inputs.
+        self.cached_prefix = 0
 
     @property
     def out_features(self) -> int:
@@ -128,8 +129,13 @@ class BackboneHead(TransferModel):
         return self.task_heads[role] if role in self.task_heads else self.head  # noqa: SIM401
 
     def embed(self, x: Tensor) -> Tensor:
-        """The backbone's features of a batch (the batch itself when it holds them)."""
-        return x if self.reads_features else self.backbone(x)
+        """The backbone's features of a batch; only its blocks after the cached prefix
+        when the batch holds that prefix's output."""
+        return (
+            self.backbone.blocks[self.cached_prefix :](x)
+            if self.cached_prefix
+            else self.backbone(x)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.embed(x))
@@ -147,11 +153,12 @@ class BackboneHead(TransferModel):
     def parts(self) -> dict[str, nn.Module]:
         return {"backbone": self.backbone, "head": self.head, **dict(self.task_heads.items())}
 
-    def frozen_backbone(self) -> bool:
-        """Whether the backbone stays one fixed function for the whole stage (no parameter
-        trains, eval mode throughout), so its features may be computed once. Here it
-        trains; a model that freezes it says so."""
-        return False
+    def frozen_prefix(self) -> int:
+        """How many leading backbone blocks stay one fixed function for the whole stage (no
+        parameter trains, eval mode throughout), so their output may be computed once (all
+        of them: the whole backbone). Here the backbone trains; a model that freezes blocks
+        says so."""
+        return 0
 
     def inherit(self, parts: Mapping[str, nn.Module]) -> None:
         """Start from the earlier stage's trained backbone (adapted, with an ``adapter``),

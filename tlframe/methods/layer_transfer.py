@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import partial
+from itertools import takewhile
 from typing import TYPE_CHECKING
 
 import torch
@@ -88,14 +89,19 @@ class CopiedBlocks(BackboneHead):
         for name in self.copied:
             blocks.get_submodule(name).load_state_dict(source.get_submodule(name).state_dict())
 
-    def frozen_backbone(self) -> bool:
-        """Copies frozen for good that hold every part of the backbone whose output
-        depends on training: its parameters, buffers (batch-norm statistics) and dropout
-        (``FreezeBlocks`` keeps the copies in eval mode)."""
+    def frozen_prefix(self) -> int:
+        """The leading blocks in which every part whose output depends on training
+        (parameters, buffers such as batch-norm statistics, dropout) is a copy frozen for
+        good (``FreezeBlocks`` keeps the copies in eval mode). With ``side=last`` and not
+        every block copied, the first block trains: none."""
         if self.unfreeze_at_epoch is not None:
-            return False
+            return 0
         copied = {id(m) for block in self.copied_blocks() for m in block.modules()}
-        return all(id(m) in copied or not _trains(m) for m in self.backbone.modules())
+
+        def fixed(block: nn.Module) -> bool:
+            return all(id(m) in copied or not _trains(m) for m in block.modules())
+
+        return len(list(takewhile(fixed, self.backbone.blocks)))
 
     def callbacks(self, trainer: pl.Trainer) -> list[pl.Callback]:
         from tlframe.engine.callbacks.freeze_blocks import FreezeBlocks
@@ -148,7 +154,8 @@ def layer_transfer(
     epochs. The fresh blocks train from scratch: at the full learning rate and budget
     (``lr``, ``epochs``: null = the global ones), as target_only has them. Every block
     copied and frozen is a linear probe of the source features: its head trains on
-    features computed once (``tlframe.engine.feature_cache``).
+    features computed once (``tlframe.engine.feature_cache``); with the first blocks
+    frozen, the rest train on those blocks' output computed once.
     ``selffer=true`` is Yosinski et al.'s BnB control: the copies come from a network
     trained on the target's own labels instead of the source, which separates the
     co-adaptation of the split layers from the specificity of the source's features."""
