@@ -64,3 +64,19 @@ def test_the_sweep_case_runs_its_jobs_two_at_once(tmp_path):
     )
     assert bench.sweep_seconds(tmp_path, jobs=2, seeds=2, job=tiny) > 0
     assert len(list((tmp_path / "sweep_2").glob("*/metrics.json"))) == 2
+
+
+def test_the_image_folder_case_measures_both_pipelines(tmp_path):
+    """Tiny: 40 JPEGs of 32x32 (read whole, no crops), batches of 4, one worker."""
+    ours, plain, settings = bench.image_folder_rates(
+        tmp_path,
+        images=40,
+        size=32,
+        steps=3,
+        warmup=1,
+        workers=1,
+        overrides=("data.batch_size=4",),
+    )
+    assert ours > 0 and plain > 0
+    assert "40 JPEGs of 32x32 px, 3x32x32 inputs, batch 4" in settings
+    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 40
