@@ -68,7 +68,7 @@ def test_the_sweep_case_runs_its_jobs_two_at_once(tmp_path):
 
 def test_the_image_folder_case_measures_both_pipelines(tmp_path):
     """Tiny: 40 JPEGs of 32x32 (read whole, no crops), batches of 4, one worker."""
-    ours, plain, settings = bench.image_folder_rates(
+    ours, plain, ratio, settings = bench.image_folder_rates(
         tmp_path,
         images=40,
         size=32,
@@ -76,7 +76,8 @@ def test_the_image_folder_case_measures_both_pipelines(tmp_path):
         warmup=1,
         workers=1,
         overrides=("data.batch_size=4",),
+        repeats=2,
     )
-    assert ours > 0 and plain > 0
+    assert ours > 0 and plain > 0 and ratio > 0
     assert "40 JPEGs of 32x32 px, 3x32x32 inputs, batch 4" in settings
     assert len(list((tmp_path / "images").rglob("*.jpg"))) == 40
