@@ -47,36 +47,31 @@ def train_target(make_cfg, monkeypatch, *overrides: str, cache_stages: bool = Fa
     return result, len(calls)
 
 
-def test_cached_features_train_the_same_head_without_running_the_backbone(
-    make_cfg, monkeypatch, caplog
+@pytest.mark.parametrize(
+    "method, logged, trained_parts",
+    [
+        (FROZEN, "trains on cached backbone features", ("head",)),
+        (
+            PREFIX,
+            "the output of its first 2 of 4 blocks",
+            ("backbone.blocks.fc", "backbone.blocks.bottleneck", "head"),
+        ),
+    ],
+    ids=["whole backbone", "frozen prefix"],
+)
+def test_cached_features_train_the_same_weights_without_running_the_frozen_blocks(
+    make_cfg, monkeypatch, caplog, method, logged, trained_parts
 ):
     with caplog.at_level(logging.INFO, logger="tlframe.engine.feature_cache"):
-        cached, cached_calls = train_target(make_cfg, monkeypatch, *FROZEN)
+        cached, cached_calls = train_target(make_cfg, monkeypatch, *method)
     recomputed, recomputed_calls = train_target(
-        make_cfg, monkeypatch, *FROZEN, "performance.feature_cache=false"
+        make_cfg, monkeypatch, *method, "performance.feature_cache=false"
     )
-    assert "trains on cached backbone features" in caplog.text
-    assert cached_calls == 0
-    assert recomputed_calls == 4  # every training step (data.steps_per_epoch=4)
-    for name in ("weight", "bias"):
-        a, b = getattr(cached.module.model.head, name), getattr(recomputed.module.model.head, name)
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
-    assert cached.metrics["test/target/acc"] == pytest.approx(recomputed.metrics["test/target/acc"])
-
-
-def test_a_frozen_prefix_is_cached_and_the_blocks_after_it_train_the_same(
-    make_cfg, monkeypatch, caplog
-):
-    with caplog.at_level(logging.INFO, logger="tlframe.engine.feature_cache"):
-        cached, cached_calls = train_target(make_cfg, monkeypatch, *PREFIX)
-    recomputed, recomputed_calls = train_target(
-        make_cfg, monkeypatch, *PREFIX, "performance.feature_cache=false"
-    )
-    assert "the output of its first 2 of 4 blocks" in caplog.text
+    assert logged in caplog.text
     assert cached_calls == 0
     assert recomputed_calls == 4  # every training step (data.steps_per_epoch=4)
     a, b = cached.module.model, recomputed.module.model
-    for part in ("backbone.blocks.fc", "backbone.blocks.bottleneck", "head"):
+    for part in trained_parts:
         sa, sb = a.get_submodule(part).state_dict(), b.get_submodule(part).state_dict()
         for name in sa:
             assert torch.allclose(sa[name], sb[name], rtol=1e-5, atol=1e-6), f"{part}.{name}"

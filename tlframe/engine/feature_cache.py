@@ -8,7 +8,7 @@ tensor split (no random augmentation: the same input gives the same output) and 
 one process. Then each split the fit reads is passed through the prefix
 once (eval mode, no grad, in batches), and the stage fits on domains holding that output
 while the model runs only the blocks after the prefix on its batches
-(``BackboneHead.cached_prefix``). The weights, their names and the checkpoints stay those
+(``BackboneHead.blocks_after_cache``). The weights, their names and the checkpoints stay those
 of the whole model; only the prefix's forward pass is skipped. Testing runs on the inputs,
 as without the cache. A prefix ending in an early convolution of large images has a large
 output: it is kept in memory and on disk for every example.
@@ -141,11 +141,11 @@ def reading_features(model: TransferModel, on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    model.cached_prefix = model.frozen_prefix()
+    model.blocks_after_cache = tuple(model.backbone.blocks)[model.frozen_prefix() :]
     try:
         yield
     finally:
-        model.cached_prefix = 0
+        model.blocks_after_cache = None
 
 
 def prefix_digest(backbone: Backbone, blocks: int) -> str:

@@ -117,9 +117,10 @@ class BackboneHead(TransferModel):
         self.warmup_epochs = warmup_epochs
         self.adapter = adapter
         # Set by the stage runner while it fits on features computed once: batches then
-        # hold the output of the backbone's first ``cached_prefix`` blocks
-        # (tlframe.engine.feature_cache); 0: they hold inputs.
-        self.cached_prefix = 0
+        # hold the output of the backbone's frozen prefix, and only these blocks after it
+        # run (tlframe.engine.feature_cache); None: batches hold inputs. A tuple, so the
+        # blocks stay registered once, under the backbone.
+        self.blocks_after_cache: tuple[nn.Module, ...] | None = None
 
     @property
     def out_features(self) -> int:
@@ -131,11 +132,11 @@ class BackboneHead(TransferModel):
     def embed(self, x: Tensor) -> Tensor:
         """The backbone's features of a batch; only its blocks after the cached prefix
         when the batch holds that prefix's output."""
-        return (
-            self.backbone.blocks[self.cached_prefix :](x)
-            if self.cached_prefix
-            else self.backbone(x)
-        )
+        if self.blocks_after_cache is None:
+            return self.backbone(x)
+        for block in self.blocks_after_cache:
+            x = block(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.embed(x))
