@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from tlframe.data.labels import richer
 from tlframe.engine.distributed import is_rank_zero
+from tlframe.engine.provenance import code_version, utc_date
 from tlframe.engine.stages import StageResult
 from tlframe.io import atomic_write_json
 
@@ -78,6 +79,8 @@ def write_metrics(
         },
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "wall_time_s": round(sum(timings.values()), 3),
+        "code_version": code_version(),
+        "date": utc_date(),
         "input_shapes": input_shapes,  # as read (a grey domain may be read as RGB)
         "config": config,  # as composed
     }
