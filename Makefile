@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint bench tensorboard clean
+.PHONY: help install train test lint bench results tensorboard clean
 
 help: ## show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: install ## ruff over the package and the tests
 
 bench: install ## throughput of tlframe vs a plain PyTorch loop -> docs/PERFORMANCE.md
 	$(BIN)/python -m tlframe.tools.bench --output docs/PERFORMANCE.md $(ARGS)
+
+results: install ## run the sweeps of docs/RESULTS.md that are missing or stale (TABLE=<name>: that one), render it
+	$(BIN)/tlframe-results run $(TABLE) $(if $(ARGS),-- $(ARGS))
 
 tensorboard: install ## open TensorBoard on everything under outputs/
 	$(BIN)/tensorboard --logdir outputs

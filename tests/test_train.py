@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from conftest import METHOD_DATA, QUICK, SMALL_SOURCE
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util.tensor_util import make_ndarray
 
+import tlframe
 from tlframe.engine.method import load_methods
 from tlframe.errors import ConfigError
 from tlframe.train import train
@@ -41,6 +43,9 @@ def test_run_dir_holds_metrics_tensorboard_hparams_and_checkpoints(make_cfg, tmp
     assert len(saved["metrics"]["test/target/acc_per_class"]) == 10
     assert saved["selection"] == "val/source/acc" and saved["seed"] == 0
     assert saved["method"] == "source_only"
+    # provenance for the committed results: this checkout's commit, today's date
+    assert saved["code_version"].startswith(f"{tlframe.__version__}+g")
+    assert saved["date"] == datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     assert set(saved["timings"]) == {"data", "fit", "test", "report"}
     events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event files"

@@ -75,8 +75,12 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def summarise(records: list[dict]) -> list[dict[str, Any]]:
-    settings = job_settings(records)
+def summarise(
+    records: list[dict], settings: list[tuple[tuple[str, Any], ...]] | None = None
+) -> list[dict[str, Any]]:
+    """One row per group of seeds; ``settings``: each job's setting when already known (the
+    committed results keep it), else found from the configs."""
+    settings = job_settings(records) if settings is None else settings
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for record, setting in zip(records, settings, strict=True):
         read = labels_read(record)
@@ -105,6 +109,11 @@ def summarise(records: list[dict]) -> list[dict[str, Any]]:
         for metric in METRICS:
             values = [m["metrics"][metric] for m in members if metric in m["metrics"]]
             row[metric] = _mean_std(values)
+        row["per_seed"] = {
+            seed: m["metrics"][METRICS[0]]
+            for seed, m in by_seed.items()
+            if METRICS[0] in m["metrics"]
+        }
         rows.append(row)
     _add_gains(rows)
     return rows
@@ -141,13 +150,16 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _comparable(record: dict) -> dict[str, Any]:
-    """A job's config values, less the seed and those that only name its own run dir."""
+    """A job's config values, less the seed, where it logs (its logger's names change no
+    result) and values that only name its own run dir."""
     config = record.get("config") or {}
     run_dir = str((config.get("paths") or {}).get("output_dir") or record.get("_dir"))
     return {
         key: value
         for key, value in _flatten(config).items()
-        if key != "seed" and not (isinstance(value, str) and run_dir in value)
+        if key != "seed"
+        and not key.startswith("logger.")
+        and not (isinstance(value, str) and run_dir in value)
     }
 
 
