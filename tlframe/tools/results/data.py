@@ -16,7 +16,15 @@ from typing import Any
 from tlframe.errors import DataError
 from tlframe.tools.report import job_settings, load_jobs
 
-KEY_METRICS = ("test/target/acc", "test/source/acc")
+# what a committed line keeps of a run's metrics, where the run has it (zero-shot runs add the
+# generalised zero-shot figures)
+KEY_METRICS = (
+    "test/target/acc",
+    "test/source/acc",
+    "test/target/gzsl_seen",
+    "test/target/gzsl_unseen",
+    "test/target/gzsl_h",
+)
 PRESETS = Path(__file__).resolve().parents[3] / "conf" / "experiment"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tlframe.errors import DataError
-from tlframe.tools.report import CONTROLS, summarise
+from tlframe.tools.report import CONTROLS, labels_read, summarise
 from tlframe.tools.results.data import read_lines
 
 TARGET, SOURCE = "test/target/acc", "test/source/acc"
@@ -113,10 +113,11 @@ def table_markdown(entry: dict, lines: list[dict]) -> list[str]:
     gains = [c for c in CONTROLS if any(f"gain_vs_{c}" in r for r in rows)]
     has_setting = any(r["setting"] for r in rows)
     published = entry.get("published")
+    extra = entry.get("columns") or {}  # further metrics' means: {metric: header}
     columns = ["pair", "method", "labels read (source / target)"]
     columns += ["setting"] * has_setting + ["selection", "seeds", "target"]
     columns += [f"gain vs {c}" for c in gains] + ["better on seeds"] * bool(gains)
-    columns += ["source", "target per seed"]
+    columns += ["source"] + list(extra.values()) + ["target per seed"]
     columns += [published["label"]] if published else []
     out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
@@ -131,6 +132,7 @@ def table_markdown(entry: dict, lines: list[dict]) -> list[str]:
         if gains:
             cells.append(_better(row, _control(row, rows)))
         cells.append(_percent((row[SOURCE] or (None,))[0]))
+        cells += [_percent(_mean_of(metric, row, lines, settings)) for metric in extra]
         cells.append(", ".join(_percent(row["per_seed"][s]) for s in sorted(row["per_seed"])))
         if published:
             cells.append(_published(entry, row))
@@ -138,6 +140,20 @@ def table_markdown(entry: dict, lines: list[dict]) -> list[str]:
     if entry.get("pooled"):
         out += [""] + _pooled(entry, rows)
     return out
+
+
+def _mean_of(metric: str, row: dict, lines: list[dict], settings: list[tuple]) -> float | None:
+    """The mean of a further metric over the runs a row summarises."""
+    values = [
+        line["metrics"][metric]
+        for line, setting in zip(lines, settings, strict=True)
+        if (line["method"], line["source"], line["target"])
+        == (row["method"], row["source"], row["target"])
+        and ", ".join(f"{k}={v}" for k, v in setting) == row["setting"]
+        and ", ".join(f"{r} {v}" for r, v in sorted(labels_read(line).items())) == row["labels read"]
+        and metric in line["metrics"]
+    ]
+    return statistics.fmean(values) if values else None
 
 
 def _pooled(entry: dict, rows: list[dict]) -> list[str]:
