@@ -142,6 +142,11 @@ def table_markdown(entry: dict, lines: list[dict]) -> list[str]:
     return out
 
 
+def _labels_text(line: dict) -> str:
+    """A run's labels read as the report's rows name them."""
+    return ", ".join(f"{role} {value}" for role, value in sorted(labels_read(line).items()))
+
+
 def _mean_of(metric: str, row: dict, lines: list[dict], settings: list[tuple]) -> float | None:
     """The mean of a further metric over the runs a row summarises."""
     values = [
@@ -150,7 +155,7 @@ def _mean_of(metric: str, row: dict, lines: list[dict], settings: list[tuple]) -
         if (line["method"], line["source"], line["target"])
         == (row["method"], row["source"], row["target"])
         and ", ".join(f"{k}={v}" for k, v in setting) == row["setting"]
-        and ", ".join(f"{r} {v}" for r, v in sorted(labels_read(line).items())) == row["labels read"]
+        and _labels_text(line) == row["labels read"]
         and metric in line["metrics"]
     ]
     return statistics.fmean(values) if values else None
