@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tlframe.tools.report import main, report
+from tlframe.tools.report import load_jobs, main, report, summarise
 
 
-def job(root: Path, num: int, method: str, seed: int, target_acc: float, source_acc: float):
+def job(
+    root: Path,
+    num: int,
+    method: str,
+    seed: int,
+    target_acc: float,
+    source_acc: float,
+    labels_read: dict | None = None,
+):
     folder = root / str(num)
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text("{}")
@@ -24,6 +32,7 @@ def job(root: Path, num: int, method: str, seed: int, target_acc: float, source_
         "selection": "val/source/acc",
         "metrics": {"test/target/acc": target_acc, "test/source/acc": source_acc},
         "config": {"data": {"target_labels": "all"}},
+        **({"labels_read": labels_read} if labels_read else {}),
     }
     (folder / "metrics.json").write_text(json.dumps(record))
     return folder
@@ -60,3 +69,14 @@ def test_missing_folder_is_one_clear_line(tmp_path: Path, capsys):
         main([str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("tlframe-report: error:")
+
+
+def test_a_gain_compares_runs_that_read_the_same_target_labels(tmp_path: Path):
+    """target_only with every target label is a reference, not a source_only gain."""
+    unlabeled = {"source": "all", "target": "none"}
+    job(tmp_path, 0, "source_only", 0, 0.70, 0.99, labels_read=unlabeled)
+    job(tmp_path, 1, "target_only", 0, 0.99, 0.50, labels_read={"source": "none", "target": "all"})
+    job(tmp_path, 2, "dann", 0, 0.85, 0.99, labels_read=unlabeled)
+    rows = {row["method"]: row for row in summarise(load_jobs(tmp_path)[0])}
+    assert rows["dann"]["gain_vs_source_only"] == pytest.approx(0.15)
+    assert "gain_vs_source_only" not in rows["target_only"]

@@ -204,8 +204,10 @@ def _mean_std(values: list[float]) -> tuple[float, float] | None:
 
 
 def _add_gains(rows: list[dict]) -> None:
-    """Gains over the controls of the same pair and setting: source_only (no target label),
-    and target_only reading the same target labels as the row."""
+    """Gains over the control of the same pair and setting that read the same target labels
+    as the row: source_only (no target label) for methods that read none, target_only with
+    the same k (or all) for those that read some; a run reading more labels than its
+    control gets no gain over it."""
     for row in rows:
         mine = row["test/target/acc"]
         for control in CONTROLS:
@@ -216,7 +218,7 @@ def _add_gains(rows: list[dict]) -> None:
                     if r["method"] == control
                     and (r["source"], r["target"], r["setting"])
                     == (row["source"], row["target"], row["setting"])
-                    and (control == "source_only" or r["target_read"] == row["target_read"])
+                    and r["target_read"] == row["target_read"]
                 ),
                 None,
             )
