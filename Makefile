@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint bench results tensorboard clean
+.PHONY: help install train test lint bench bench-gpu results tensorboard clean
 
 help: ## show the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  pass Hydra overrides with ARGS, e.g. make train ARGS='method=target_only seed=1'"
 
 install: $(STAMP) ## create .venv and install tlframe with its dev, optuna, timm, peft and text extras
@@ -33,6 +33,9 @@ lint: install ## ruff over the package and the tests
 
 bench: install ## throughput of tlframe vs a plain PyTorch loop -> docs/PERFORMANCE.md
 	$(BIN)/python -m tlframe.tools.bench --output docs/PERFORMANCE.md $(ARGS)
+
+bench-gpu: install ## the same on a CUDA GPU: resnet50, 224 px, bf16, NHWC, compiled -> docs/PERFORMANCE_GPU.md
+	$(BIN)/python -m tlframe.tools.bench --preset gpu --output docs/PERFORMANCE_GPU.md $(ARGS)
 
 results: install ## run the sweeps of docs/RESULTS.md that are missing or stale (TABLE=<name>: that one), render it
 	$(BIN)/tlframe-results run $(TABLE) $(if $(ARGS),-- $(ARGS))

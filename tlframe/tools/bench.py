@@ -9,6 +9,17 @@ warm data cache), of a small sweep, and of a head trained on frozen features com
 against the backbone recomputed at every step; and resnet18 trained on a generated folder of
 JPEGs streamed through ``image_folder`` against torchvision's ImageFolder and DataLoader.
 ``--output`` writes the markdown table (e.g. to docs/PERFORMANCE.md).
+
+Two presets (``--preset``). ``cpu``, the default, is the above (``make bench``). ``gpu``
+(``make bench-gpu``, docs/PERFORMANCE_GPU.md) is for an accelerator: source_only and DANN
+with resnet50 on the digit domains rendered at 3x224x224, and resnet50 on the JPEG folder,
+all with batches of 128 per domain, ``trainer.precision=bf16-mixed``,
+``performance.channels_last=true`` and ``performance.compile=true``; the plain loops run on
+the device and in the precision Lightning picks for the same trainer settings
+(``bench_device``). It skips the default-run and sweep timings, which measure the lenet
+default and how a sweep shares CPU cores (``--default-run``, ``--sweep`` turn them on),
+and keeps the feature-cache timing, with the command line's overrides only. On a machine
+without CUDA it runs the same code on the CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -53,6 +64,7 @@ from tlframe.engine.stages import (
 )
 from tlframe.models.layers import reverse_gradient
 from tlframe.models.schedules import dann_lambda
+from tlframe.tools.bench_device import device_name, lightning_placement, synchronize
 from tlframe.train import build_domains
 
 NOTES_HEADING = "## Notes"  # from here on the report is written by hand and kept
@@ -74,18 +86,131 @@ CASES = (
 )
 
 
+# The gpu preset's in-memory cases: the digit domains as ImageNet-sized RGB images (fewer
+# synth_digits than by default: 2,400 of them at 3x224x224 hold 1.4 GB as float32).
+DIGITS_224 = (
+    "source.image_size=224",
+    "source.channels=3",
+    "target.image_size=224",
+    "target.channels=3",
+    "source.num_train=2000",
+    "source.num_val=200",
+    "source.num_test=200",
+)
+GPU_CASES = (
+    Case(
+        "source_only / resnet50 (digits, 3x224x224)",
+        ("method=source_only", "backbone=resnet50", *DIGITS_224),
+        False,
+    ),
+    Case(
+        "dann / resnet50 (digits, 3x224x224)",
+        ("method=dann", "backbone=resnet50", *DIGITS_224),
+        True,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """The image-folder case's size (``image_folder_rates``'s arguments)."""
+
+    size: int = 256
+    steps: int = 8
+    warmup: int = 2
+    workers: int = 2
+    backbone: str = "resnet18"
+    repeats: int = 3
+    overrides: tuple[str, ...] = ()  # its own, after the preset's
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What one ``--preset`` measures, with which settings, and how its report opens."""
+
+    name: str
+    intro: tuple[str, ...]  # the report's first lines, rewritten by every measurement
+    cases: tuple[Case, ...]
+    overrides: tuple[str, ...]  # every case's (the image folder's too), before the command line's
+    steps: int
+    warmup: int
+    repeats: int
+    images: int  # JPEGs generated for the image-folder case
+    folder: FolderSettings
+    default_run: bool
+    sweep: bool
+    feature_cache: bool
+
+
+CPU = Preset(
+    name="cpu",
+    intro=(
+        "# Performance",
+        "",
+        "Written by `make bench` (`python -m tlframe.tools.bench --output docs/PERFORMANCE.md`):",
+        "training throughput through tlframe (Trainer, CombinedLoader, logging and the default",
+        "callbacks) against the same model, data, optimiser and losses in a plain PyTorch",
+        "loop, side by side in one process. Images/s counts source and target images.",
+    ),
+    cases=CASES,
+    overrides=(),
+    steps=200,
+    warmup=20,
+    repeats=7,
+    images=2000,
+    folder=FolderSettings(),
+    default_run=True,
+    sweep=True,
+    feature_cache=True,
+)
+GPU = Preset(
+    name="gpu",
+    intro=(
+        "# Performance on a GPU",
+        "",
+        "Written by `make bench-gpu` (`python -m tlframe.tools.bench --preset gpu --output",
+        "docs/PERFORMANCE_GPU.md`): resnet50 trained on 224x224 RGB images with bf16 autocast,",
+        "NHWC and a compiled backbone through tlframe (Trainer, CombinedLoader, logging and the",
+        "default callbacks) against the same model, data, optimiser, losses and settings in a",
+        "plain PyTorch loop on the same device, side by side in one process. Images/s counts",
+        "source and target images. The CPU figures are in docs/PERFORMANCE.md.",
+    ),
+    cases=GPU_CASES,
+    overrides=(
+        "data.batch_size=128",
+        "trainer.precision=bf16-mixed",
+        "performance.channels_last=true",
+        "performance.compile=true",
+    ),
+    steps=150,
+    warmup=25,  # the first step compiles the backbone
+    repeats=3,
+    images=6400,
+    folder=FolderSettings(
+        steps=60, warmup=10, workers=12, backbone="resnet50", overrides=("data.pin_memory=true",)
+    ),
+    default_run=False,
+    sweep=False,
+    feature_cache=True,
+)
+PRESETS = {preset.name: preset for preset in (CPU, GPU)}
+
+
 class StepTimer(pl.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+    """Wall time from the start of batch ``warmup`` to the end of the last batch, the
+    device's queued work included."""
 
     def __init__(self, warmup: int, steps: int):
         self.warmup, self.steps, self.start, self.seconds = warmup, steps, 0.0, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if batch_idx == self.warmup:
+            synchronize(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if batch_idx == self.steps - 1:
+            synchronize(pl_module.device)
             self.seconds = time.perf_counter() - self.start
 
 
@@ -127,53 +252,78 @@ def channels_last(cfg) -> bool:
 
 
 def case_settings(cfg) -> str:
+    """The settings column: batch and NHWC always, the compiled backbone and the precision
+    when they are not the defaults."""
     nhwc = "on" if channels_last(cfg) else "off"
-    return f"batch {cfg.data.batch_size}, channels_last {nhwc}"
+    settings = f"batch {cfg.data.batch_size}, channels_last {nhwc}"
+    if (cfg.get("performance") or {}).get("compile"):
+        settings += ", compile on"
+    if str(cfg.trainer.precision) != "32-true":
+        settings += f", {cfg.trainer.precision}"
+    return settings
+
+
+def fresh_compile(cfg) -> None:
+    """Each case compiles its backbone for its own batch shape, as a run of its own would:
+    with a graph of an earlier case's batch size cached, dynamo would compile a
+    dynamic-shape one."""
+    if (cfg.get("performance") or {}).get("compile"):
+        torch._dynamo.reset()
 
 
 def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> float:
     """The same training written as the plain loop a researcher would write.
 
     It follows the composed config as tlframe does: the batch size (``data.batch_size``),
-    NHWC weights and batches with ``performance.channels_last`` and the compiled backbone
-    with ``performance.compile`` (both applied to the model by the shared builder).
+    NHWC weights and batches with ``performance.channels_last``, the compiled backbone with
+    ``performance.compile`` (both applied to the model by the shared builder, in place), and
+    the device and autocast precision Lightning picks for ``trainer`` (batches drawn on the
+    CPU and moved there, as tlframe's are).
     """
     spec = plan_stages(cfg)[0]
-    module = build_module(cfg, spec, domain_infos(domains), None)
+    placement = lightning_placement(spec.trainer)
+    device = placement.device
+    module = build_module(cfg, spec, domain_infos(domains), None).to(device)
     backbone, head = module.model.backbone, module.model.head
     alignment = getattr(module.objectives, "alignment", None)  # DANN's, with a discriminator
     discriminator = getattr(alignment, "domain_classifier", None)
     module.train()
     optimizer = instantiate(spec.optimizer)(params=list(module.parameters()))
     scheduler = instantiate(spec.scheduler)(optimizer=optimizer, total_steps=steps)
+    scaler = placement.grad_scaler()
     source, target = domains["source"].train, domains["target"].train
     batch = cfg.data.batch_size
     nhwc = channels_last(cfg)
 
     def draw(split):
         x, y = split[torch.randint(len(split), (batch,))]
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         return (to_channels_last(x) if nhwc else x), y
 
-    domain_labels = torch.cat([torch.ones(batch), torch.zeros(batch)])
+    domain_labels = torch.cat([torch.ones(batch), torch.zeros(batch)]).to(device)
     start = 0.0
     for step in range(steps):
         if step == warmup:
+            synchronize(device)
             start = time.perf_counter()
         x_s, y_s = draw(source)
-        if adversarial:
-            x_t, _ = draw(target)
-            features = backbone(torch.cat([x_s, x_t]))
-            logits = head(features[:batch])
-            scores = discriminator(reverse_gradient(features, dann_lambda(step / steps)))
-            loss = F.cross_entropy(logits, y_s) + F.binary_cross_entropy_with_logits(
-                scores.squeeze(1), domain_labels
-            )
-        else:
-            loss = F.cross_entropy(head(backbone(x_s)), y_s)
+        with placement.autocast():
+            if adversarial:
+                x_t, _ = draw(target)
+                features = backbone(torch.cat([x_s, x_t]))
+                logits = head(features[:batch])
+                scores = discriminator(reverse_gradient(features, dann_lambda(step / steps)))
+                loss = F.cross_entropy(logits, y_s) + F.binary_cross_entropy_with_logits(
+                    scores.squeeze(1), domain_labels
+                )
+            else:
+                loss = F.cross_entropy(head(backbone(x_s)), y_s)
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
+    synchronize(device)
     images = (steps - warmup) * batch * (2 if adversarial else 1)
     return images / (time.perf_counter() - start)
 
@@ -256,7 +406,7 @@ def feature_cache_seconds(
 
 
 IMAGE_FOLDER_CASE = Case(
-    "source_only / resnet18 (JPEG image folder)",
+    "source_only / {backbone} (JPEG image folder)",
     (
         "method=source_only",
         "data.batch_size=32",
@@ -283,13 +433,17 @@ def make_image_folder(root: Path, images: int, size: int, classes: int = 10) -> 
 
 def plain_folder_rate(cfg, domains, folder: Path, steps: int, warmup: int) -> float:
     """The training loop a researcher would write over ``DataLoader(ImageFolder(folder))``,
-    with tlframe's own training transforms and loader settings (workers, pinning), so the
-    two sides differ only in what tlframe adds."""
+    with tlframe's own training transforms and loader settings (workers, pinning), on the
+    device and in the precision Lightning picks (as ``plain_rate``), so the two sides differ
+    only in what tlframe adds."""
     spec = plan_stages(cfg)[0]
-    module = build_module(cfg, spec, domain_infos(domains), None)
+    placement = lightning_placement(spec.trainer)
+    device = placement.device
+    module = build_module(cfg, spec, domain_infos(domains), None).to(device)
     model = torch.nn.Sequential(module.model.backbone, module.model.head).train()
     optimizer = instantiate(spec.optimizer)(params=list(module.parameters()))
     scheduler = instantiate(spec.scheduler)(optimizer=optimizer, total_steps=steps)
+    scaler = placement.grad_scaler()
     dataset = ImageFolder(str(folder), transform=domains["source"].train.transform)
     loader_options = {key: cfg.data[key] for key in LOADER_KEYS}
     loader = DataLoader(
@@ -304,12 +458,17 @@ def plain_folder_rate(cfg, domains, folder: Path, steps: int, warmup: int) -> fl
     start = 0.0
     for step, (x, y) in enumerate(islice(batches(), steps)):
         if step == warmup:
+            synchronize(device)
             start = time.perf_counter()
-        loss = F.cross_entropy(model(to_channels_last(x) if nhwc else x), y)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with placement.autocast():
+            loss = F.cross_entropy(model(to_channels_last(x) if nhwc else x), y)
         optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
+    synchronize(device)
     return (steps - warmup) * cfg.data.batch_size / (time.perf_counter() - start)
 
 
@@ -329,7 +488,8 @@ def image_folder_rates(
     second side's loader started behind the first's), on a folder of ``images`` JPEGs
     generated under ``root`` (read from the page cache, as a second epoch would be), and
     the settings, for the report. The defaults take about two minutes on 2 cores, most of
-    it resnet18's training steps at 224 pixels."""
+    it resnet18's training steps at 224 pixels. ``overrides`` come last: they may change
+    the backbone or the workers too."""
     folder = make_image_folder(root / "images", images, size)
     domain = ("source=image_folder", f"source.root={folder}")
     domain += ("target=image_folder", f"target.root={folder}")  # one domain, built once
@@ -337,6 +497,7 @@ def image_folder_rates(
     extra = (f"backbone={backbone}", *domain, f"data.num_workers={workers}", *overrides)
     cfg = compose_case(IMAGE_FOLDER_CASE, steps, root, extra)
     domains = build_domains(cfg)
+    fresh_compile(cfg)
     ours, plain = [], []
     sides = [(ours, tlframe_rate), (plain, partial(plain_folder_rate, folder=folder))]
     for repeat in range(repeats):
@@ -347,7 +508,7 @@ def image_folder_rates(
     shape = "x".join(map(str, domains["source"].input_shape))
     settings = (
         f"{images} JPEGs of {size}x{size} px, {shape} inputs, {case_settings(cfg)}, "
-        f"{workers} workers, {steps - warmup} timed steps after {warmup}, median of "
+        f"{cfg.data.num_workers} workers, {steps - warmup} timed steps after {warmup}, median of "
         f"{repeats} repeats with the first side alternating"
     )
     return statistics.median(ours), statistics.median(plain), ratio, settings
@@ -355,6 +516,73 @@ def image_folder_rates(
 
 def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def chosen(group: str, overrides: tuple[str, ...]) -> str:
+    """The option the last of ``overrides`` naming config ``group`` picks (``backbone=...``)."""
+    return [o.split("=", 1)[1] for o in overrides if o.startswith(f"{group}=")][-1]
+
+
+def measure_case(
+    case: Case, steps: int, warmup: int, repeats: int, root: Path, overrides: tuple[str, ...]
+) -> tuple:
+    """One row of the table: both sides' median images/s, the median ratio and its range,
+    the peak memory so far and the case's settings."""
+    cfg = compose_case(case, steps, root, overrides)
+    domains = build_domains(cfg)
+    fresh_compile(cfg)
+    ours, plain = [], []
+    sides = [
+        (ours, partial(tlframe_rate, cfg, domains, steps, warmup)),
+        (plain, partial(plain_rate, cfg, domains, steps, warmup, case.adversarial)),
+    ]
+    for repeat in range(repeats):
+        for rates, measure in sides if repeat % 2 == 0 else sides[::-1]:
+            # alternate which side goes first: neither gains from running second
+            pl.seed_everything(0, verbose=False)
+            rates.append(measure())
+    ratios = [a / b for a, b in zip(ours, plain, strict=True)]
+    print(f"{case.name}: ratio {statistics.median(ratios):.3f}", file=sys.stderr)
+    return (
+        case.name,
+        statistics.median(ours),
+        statistics.median(plain),
+        statistics.median(ratios),
+        min(ratios),
+        max(ratios),
+        peak_memory_mb(),
+        case_settings(cfg),
+    )
+
+
+def measured_line(
+    preset: Preset,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    overrides: tuple[str, ...],
+    load_before: float,
+) -> str:
+    """Where, when and with which settings the table was measured."""
+    line = (
+        f"Measured {time.strftime('%Y-%m-%d')} with the `{preset.name}` preset on "
+        f"{device_name(device)}, {os.cpu_count()} CPU cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}; "
+        f"{steps} steps per run ({warmup} warm-up steps not timed), median of {repeats} "
+        "repeats, which side runs first alternating between repeats. Both sides use the "
+        "composed config's settings (batch per domain, NHWC, precision, compiled backbone) "
+        "on the device Lightning picks for them. "
+    )
+    if preset.overrides:
+        line += f"The preset's overrides: `{' '.join(preset.overrides)}`. "
+    if overrides:
+        line += f"From the command line: `{' '.join(overrides)}`. "
+    return line + (
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
+        f"the cases on {os.cpu_count()} cores (the benchmark itself adds about 1; more means "
+        "other processes shared the machine)."
+    )
 
 
 def run(
@@ -366,65 +594,31 @@ def run(
     sweep: bool = False,
     feature_cache: bool = False,
     image_folder_images: int = 0,
+    preset: Preset = CPU,
 ) -> str:
     register_configs()
     root = Path(tempfile.mkdtemp(prefix="tlframe-bench-"))
     os.environ.setdefault("TLFRAME_DATA_DIR", str(root / "data"))
     load_before = os.getloadavg()[0]
-    rows = []
-    for case in CASES:
-        cfg = compose_case(case, steps, root, overrides)
-        domains = build_domains(cfg)
-        ours, plain = [], []
-        sides = [
-            (ours, partial(tlframe_rate, cfg, domains, steps, warmup)),
-            (plain, partial(plain_rate, cfg, domains, steps, warmup, case.adversarial)),
-        ]
-        for repeat in range(repeats):
-            for rates, measure in sides if repeat % 2 == 0 else sides[::-1]:
-                # alternate which side goes first: neither gains from running second
-                pl.seed_everything(0, verbose=False)
-                rates.append(measure())
-        ratios = [a / b for a, b in zip(ours, plain, strict=True)]
-        rows.append(
-            (
-                case.name,
-                statistics.median(ours),
-                statistics.median(plain),
-                statistics.median(ratios),
-                min(ratios),
-                max(ratios),
-                peak_memory_mb(),
-                case_settings(cfg),
-            )
-        )
-        print(f"{case.name}: ratio {statistics.median(ratios):.3f}", file=sys.stderr)
+    settings = (*preset.overrides, *overrides)
+    first = compose_case(preset.cases[0], steps, root, settings)
+    device = lightning_placement(plan_stages(first)[0].trainer).device
+    if preset.name == "gpu" and device.type != "cuda":
+        print(f"no CUDA device: the gpu preset runs on the {device.type}", file=sys.stderr)
+    rows = [measure_case(case, steps, warmup, repeats, root, settings) for case in preset.cases]
     lines = [
-        "# Performance",
+        *preset.intro,
         "",
-        "Written by `make bench` (`python -m tlframe.tools.bench --output docs/PERFORMANCE.md`):",
-        "training throughput through tlframe (Trainer, CombinedLoader, logging and the default",
-        "callbacks) against the same model, data, optimiser and losses in a plain PyTorch",
-        "loop, side by side in one process. Images/s counts source and target images.",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, Python {platform.python_version()}; "
-        f"{steps} steps per run ({warmup} warm-up steps not timed), median of {repeats} "
-        "repeats, which side runs first alternating between repeats. Both sides use the "
-        "composed config's settings (batch per domain, NHWC). "
-        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after "
-        f"the cases on {os.cpu_count()} cores (the benchmark itself adds about 1; more means "
-        "other processes shared the machine).",
+        measured_line(preset, device, steps, warmup, repeats, overrides, load_before),
         "",
         "| case | tlframe img/s | plain loop img/s | ratio (median) | ratio range | "
         "peak RSS so far (MB) | settings |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, ours, plain, ratio, low, high, memory, settings in rows:
+    for name, ours, plain, ratio, low, high, memory, case_setting in rows:
         lines.append(
             f"| {name} | {ours:.0f} | {plain:.0f} | {ratio:.3f} | "
-            f"{low:.3f}-{high:.3f} | {memory:.0f} | {settings} |"
+            f"{low:.3f}-{high:.3f} | {memory:.0f} | {case_setting} |"
         )
     if default_run:
         cold, warm, record = default_run_seconds(root / "default")
@@ -456,63 +650,88 @@ def run(
             f"{recomputed / cached:.2f}x.",
         ]
     if image_folder_images:
-        ours, plain, ratio, settings = image_folder_rates(
-            root / "image_folder", image_folder_images, overrides=overrides
+        folder = preset.folder
+        folder_overrides = (*preset.overrides, *folder.overrides, *overrides)
+        ours, plain, ratio, folder_settings = image_folder_rates(
+            root / "image_folder",
+            image_folder_images,
+            **{**asdict(folder), "overrides": folder_overrides},
         )
+        backbone = chosen("backbone", (f"backbone={folder.backbone}", *folder_overrides))
         lines += [
             "",
-            f"{IMAGE_FOLDER_CASE.name}, random init, training ({settings}): {ours:.1f} img/s "
-            f"through `source=image_folder`, {plain:.1f} img/s through torchvision's "
-            "`ImageFolder` + `DataLoader` with the same transforms, workers, model and "
-            f"optimiser in a plain loop, ratio {ratio:.3f}.",
+            f"{IMAGE_FOLDER_CASE.name.format(backbone=backbone)}, random init, training "
+            f"({folder_settings}): {ours:.1f} img/s through `source=image_folder`, "
+            f"{plain:.1f} img/s through torchvision's `ImageFolder` + `DataLoader` with the "
+            f"same transforms, workers, model and optimiser in a plain loop, ratio {ratio:.3f}.",
         ]
     return "\n".join(lines) + "\n"
 
 
+def given_or(value, default):
+    """A command-line option's value, or the preset's when the option was not given."""
+    return default if value is None else value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tlframe.tools.bench", description=__doc__)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
-        "--no-default-run", action="store_true", help="skip timing the default tlframe-train run"
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu",
+        help="cpu: lenet and mlp on the CPU (make bench); gpu: resnet50 at 224 px, bf16, "
+        "NHWC, compiled (make bench-gpu). The options below default to the preset's",
+    )
+    parser.add_argument("--steps", type=int, help="steps per run (cpu 200, gpu 150)")
+    parser.add_argument("--warmup", type=int, help="steps not timed (cpu 20, gpu 25)")
+    parser.add_argument("--repeats", type=int, help="repeats per case (cpu 7, gpu 3)")
+    parser.add_argument(
+        "--default-run",
+        action=argparse.BooleanOptionalAction,
+        help="time the default tlframe-train run (cpu preset: on)",
     )
     parser.add_argument(
-        "--no-sweep", action="store_true", help="skip timing a 4-job sweep, serial vs 2 at once"
+        "--sweep",
+        action=argparse.BooleanOptionalAction,
+        help="time a 4-job sweep, serial vs 2 at once (cpu preset: on)",
     )
     parser.add_argument(
-        "--no-feature-cache",
-        action="store_true",
-        help="skip timing a head on frozen features, cached vs recomputed every step",
+        "--feature-cache",
+        action=argparse.BooleanOptionalAction,
+        help="time a head on frozen features, cached vs recomputed every step (both presets)",
     )
     parser.add_argument(
-        "--no-image-folder",
-        action="store_true",
-        help="skip timing resnet18 on a generated JPEG folder, image_folder vs ImageFolder",
+        "--image-folder",
+        action=argparse.BooleanOptionalAction,
+        help="time training on a generated JPEG folder, image_folder vs ImageFolder "
+        "(both presets: resnet18 on cpu, resnet50 on gpu)",
     )
     parser.add_argument(
         "--image-folder-images",
         type=int,
-        default=2000,
-        help="JPEGs (256x256) generated for the image-folder case",
+        help="JPEGs (256x256) generated for the image-folder case (cpu 2000, gpu 6400)",
     )
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument(
         "overrides",
         nargs="*",
-        help="Hydra overrides for every case, e.g. performance.channels_last=true "
-        "data.batch_size=64 (both sides follow them)",
+        help="Hydra overrides for every case, after the preset's, e.g. "
+        "performance.channels_last=true data.batch_size=64 (both sides follow them)",
     )
     args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
     table = run(
-        args.steps,
-        args.warmup,
-        args.repeats,
-        not args.no_default_run,
+        given_or(args.steps, preset.steps),
+        given_or(args.warmup, preset.warmup),
+        given_or(args.repeats, preset.repeats),
+        given_or(args.default_run, preset.default_run),
         tuple(args.overrides),
-        sweep=not args.no_sweep,
-        feature_cache=not args.no_feature_cache,
-        image_folder_images=0 if args.no_image_folder else args.image_folder_images,
+        sweep=given_or(args.sweep, preset.sweep),
+        feature_cache=given_or(args.feature_cache, preset.feature_cache),
+        image_folder_images=given_or(args.image_folder_images, preset.images)
+        if given_or(args.image_folder, True)
+        else 0,
+        preset=preset,
     )
     print(table, end="")
     if args.output:
