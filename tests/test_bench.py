@@ -8,10 +8,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tlframe.config import register_configs
 from tlframe.engine.stages import build_module
-from tlframe.tools import bench
+from tlframe.tools import bench, bench_loops
 from tlframe.tools.bench import CASES, run
 from tlframe.tools.bench_device import lightning_placement
+from tlframe.train import build_domains
 
 
 def test_benchmark_runs_and_reports_every_case():
@@ -21,6 +23,34 @@ def test_benchmark_runs_and_reports_every_case():
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[3]) > 0
+        assert float(cells[5]) > 0 and float(cells[6]) > 0  # the bare Lightning module's
+
+
+def test_the_bare_lightning_module_trains_the_plain_loops_step(tmp_path):
+    """Lightning's floor is measured on the plain loop's own step: the same model, loss and
+    optimiser, which it really trains (its weights move, its loss falls)."""
+    register_configs()
+    cfg = bench.compose_case(CASES[2], 40, tmp_path)
+    domains = build_domains(cfg)
+    parts = bench_loops.plain_parts(cfg, domains, 40, adversarial=False)
+    before = [p.detach().clone() for p in parts.module.parameters()]
+    first = parts.loss(parts.draw(), 0).item()
+    trainer = bench_loops.pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = bench_loops.DataLoader(bench_loops.DrawnBatches(parts.draw, 40), batch_size=None)
+    trainer.fit(bench_loops.BareModule(parts), train_dataloaders=loader)
+    assert trainer.global_step == 40
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, parts.module.parameters(), strict=True)
+    )
+    parts.module.eval()
+    with torch.no_grad():
+        assert parts.loss(parts.draw(), 40).item() < first
 
 
 def test_both_sides_follow_the_composed_config(monkeypatch):
@@ -37,7 +67,8 @@ def test_both_sides_follow_the_composed_config(monkeypatch):
         module.model.backbone.register_forward_pre_hook(record)
         return module
 
-    monkeypatch.setattr(bench, "build_module", recording_build_module)
+    for module in (bench, bench_loops):
+        monkeypatch.setattr(module, "build_module", recording_build_module)
     overrides = ("performance.channels_last=true", "data.batch_size=32")
     color = ("source.channels=3", "target.channels=3")  # NHWC is a no-op for one channel
     table = run(steps=3, warmup=1, repeats=1, default_run=False, overrides=overrides + color)
@@ -108,8 +139,9 @@ def test_the_gpu_preset_trains_both_sides_in_bf16_nhwc_with_the_compiled_backbon
     side = [""]
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
     monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(side[0]))
-    monkeypatch.setattr(bench, "synchronize", lambda device: synced.append((side[0], device)))
-    for name in ("tlframe_rate", "plain_rate", "plain_folder_rate"):
+    for module in (bench, bench_loops):
+        monkeypatch.setattr(module, "synchronize", lambda d: synced.append((side[0], d)))
+    for name in ("tlframe_rate", "plain_rate", "bare_lightning_rate", "plain_folder_rate"):
 
         def on_side(*args, _name=name, _measure=getattr(bench, name), **kwargs):
             side[0] = _name
@@ -132,7 +164,8 @@ def test_the_gpu_preset_trains_both_sides_in_bf16_nhwc_with_the_compiled_backbon
         conv.register_forward_hook(record)
         return module
 
-    monkeypatch.setattr(bench, "build_module", recording_build_module)
+    for module in (bench, bench_loops):
+        monkeypatch.setattr(module, "build_module", recording_build_module)
     folder = replace(bench.GPU.folder, size=32, steps=3, warmup=1, workers=1, repeats=1)
     table = run(
         steps=3,
@@ -143,7 +176,8 @@ def test_the_gpu_preset_trains_both_sides_in_bf16_nhwc_with_the_compiled_backbon
         image_folder_images=40,
         preset=replace(bench.GPU, folder=folder),
     )
-    assert {entry[0] for entry in seen} == {"tlframe_rate", "plain_rate", "plain_folder_rate"}
+    sides = {"tlframe_rate", "plain_rate", "bare_lightning_rate", "plain_folder_rate"}
+    assert {entry[0] for entry in seen} == sides
     assert all(entry[1:] == (True, True, 3, torch.bfloat16) for entry in seen), seen
     assert sorted(synced) == sorted((name, torch.device("cpu")) for name in runs * 2)  # start, end
     assert len(resets) == len(bench.GPU_CASES) + 1  # each case compiles for its own shapes

@@ -62,9 +62,13 @@ from tlframe.engine.stages import (
     plan_stages,
     run_stage,
 )
-from tlframe.models.layers import reverse_gradient
-from tlframe.models.schedules import dann_lambda
 from tlframe.tools.bench_device import device_name, lightning_placement, synchronize
+from tlframe.tools.bench_loops import (
+    StepTimer,
+    bare_lightning_rate,
+    channels_last,
+    plain_rate,
+)
 from tlframe.train import build_domains
 
 NOTES_HEADING = "## Notes"  # from here on the report is written by hand and kept
@@ -196,24 +200,6 @@ GPU = Preset(
 PRESETS = {preset.name: preset for preset in (CPU, GPU)}
 
 
-class StepTimer(pl.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch, the
-    device's queued work included."""
-
-    def __init__(self, warmup: int, steps: int):
-        self.warmup, self.steps, self.start, self.seconds = warmup, steps, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            synchronize(pl_module.device)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch_idx == self.steps - 1:
-            synchronize(pl_module.device)
-            self.seconds = time.perf_counter() - self.start
-
-
 def compose_case(case: Case, steps: int, root: Path, extra: tuple[str, ...] = ()):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(
@@ -246,11 +232,6 @@ def tlframe_rate(cfg, domains, steps: int, warmup: int) -> float:
     return images / timer.seconds
 
 
-def channels_last(cfg) -> bool:
-    """Whether the composed config trains in NHWC (``performance.channels_last``)."""
-    return bool((cfg.get("performance") or {}).get("channels_last", False))
-
-
 def case_settings(cfg) -> str:
     """The settings column: batch and NHWC always, the compiled backbone and the precision
     when they are not the defaults."""
@@ -269,63 +250,6 @@ def fresh_compile(cfg) -> None:
     dynamic-shape one."""
     if (cfg.get("performance") or {}).get("compile"):
         torch._dynamo.reset()
-
-
-def plain_rate(cfg, domains, steps: int, warmup: int, adversarial: bool) -> float:
-    """The same training written as the plain loop a researcher would write.
-
-    It follows the composed config as tlframe does: the batch size (``data.batch_size``),
-    NHWC weights and batches with ``performance.channels_last``, the compiled backbone with
-    ``performance.compile`` (both applied to the model by the shared builder, in place), and
-    the device and autocast precision Lightning picks for ``trainer`` (batches drawn on the
-    CPU and moved there, as tlframe's are).
-    """
-    spec = plan_stages(cfg)[0]
-    placement = lightning_placement(spec.trainer)
-    device = placement.device
-    module = build_module(cfg, spec, domain_infos(domains), None).to(device)
-    backbone, head = module.model.backbone, module.model.head
-    alignment = getattr(module.objectives, "alignment", None)  # DANN's, with a discriminator
-    discriminator = getattr(alignment, "domain_classifier", None)
-    module.train()
-    optimizer = instantiate(spec.optimizer)(params=list(module.parameters()))
-    scheduler = instantiate(spec.scheduler)(optimizer=optimizer, total_steps=steps)
-    scaler = placement.grad_scaler()
-    source, target = domains["source"].train, domains["target"].train
-    batch = cfg.data.batch_size
-    nhwc = channels_last(cfg)
-
-    def draw(split):
-        x, y = split[torch.randint(len(split), (batch,))]
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        return (to_channels_last(x) if nhwc else x), y
-
-    domain_labels = torch.cat([torch.ones(batch), torch.zeros(batch)]).to(device)
-    start = 0.0
-    for step in range(steps):
-        if step == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        x_s, y_s = draw(source)
-        with placement.autocast():
-            if adversarial:
-                x_t, _ = draw(target)
-                features = backbone(torch.cat([x_s, x_t]))
-                logits = head(features[:batch])
-                scores = discriminator(reverse_gradient(features, dann_lambda(step / steps)))
-                loss = F.cross_entropy(logits, y_s) + F.binary_cross_entropy_with_logits(
-                    scores.squeeze(1), domain_labels
-                )
-            else:
-                loss = F.cross_entropy(head(backbone(x_s)), y_s)
-        optimizer.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-    synchronize(device)
-    images = (steps - warmup) * batch * (2 if adversarial else 1)
-    return images / (time.perf_counter() - start)
 
 
 def default_run_seconds(root: Path) -> tuple[float, float, dict]:
@@ -526,22 +450,25 @@ def chosen(group: str, overrides: tuple[str, ...]) -> str:
 def measure_case(
     case: Case, steps: int, warmup: int, repeats: int, root: Path, overrides: tuple[str, ...]
 ) -> tuple:
-    """One row of the table: both sides' median images/s, the median ratio and its range,
-    the peak memory so far and the case's settings."""
+    """One row of the table: tlframe's, the plain loop's and the bare Lightning module's
+    median images/s, the median tlframe/plain ratio and its range, the median bare/plain
+    ratio (Lightning's floor), the peak memory so far and the case's settings."""
     cfg = compose_case(case, steps, root, overrides)
     domains = build_domains(cfg)
     fresh_compile(cfg)
-    ours, plain = [], []
+    ours, plain, bare = [], [], []
     sides = [
         (ours, partial(tlframe_rate, cfg, domains, steps, warmup)),
         (plain, partial(plain_rate, cfg, domains, steps, warmup, case.adversarial)),
+        (bare, partial(bare_lightning_rate, cfg, domains, steps, warmup, case.adversarial)),
     ]
     for repeat in range(repeats):
-        for rates, measure in sides if repeat % 2 == 0 else sides[::-1]:
-            # alternate which side goes first: neither gains from running second
+        # rotate which side goes first: none gains from running after another
+        for rates, measure in sides[repeat % 3 :] + sides[: repeat % 3]:
             pl.seed_everything(0, verbose=False)
             rates.append(measure())
     ratios = [a / b for a, b in zip(ours, plain, strict=True)]
+    floors = [a / b for a, b in zip(bare, plain, strict=True)]
     print(f"{case.name}: ratio {statistics.median(ratios):.3f}", file=sys.stderr)
     return (
         case.name,
@@ -550,6 +477,8 @@ def measure_case(
         statistics.median(ratios),
         min(ratios),
         max(ratios),
+        statistics.median(bare),
+        statistics.median(floors),
         peak_memory_mb(),
         case_settings(cfg),
     )
@@ -612,13 +541,14 @@ def run(
         measured_line(preset, device, steps, warmup, repeats, overrides, load_before),
         "",
         "| case | tlframe img/s | plain loop img/s | ratio (median) | ratio range | "
-        "peak RSS so far (MB) | settings |",
-        "|---|---|---|---|---|---|---|",
+        "bare Lightning img/s | bare / plain (Lightning's floor) | peak RSS so far (MB) | "
+        "settings |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, ours, plain, ratio, low, high, memory, case_setting in rows:
+    for name, ours, plain, ratio, low, high, bare, floor, memory, case_setting in rows:
         lines.append(
-            f"| {name} | {ours:.0f} | {plain:.0f} | {ratio:.3f} | "
-            f"{low:.3f}-{high:.3f} | {memory:.0f} | {case_setting} |"
+            f"| {name} | {ours:.0f} | {plain:.0f} | {ratio:.3f} | {low:.3f}-{high:.3f} | "
+            f"{bare:.0f} | {floor:.3f} | {memory:.0f} | {case_setting} |"
         )
     if default_run:
         cold, warm, record = default_run_seconds(root / "default")
