@@ -34,7 +34,7 @@ def test_every_committed_table_is_a_current_preset_run_by_known_code():
         )
 
 
-def _job(sweep: Path, number: int, method: str, seed: int, acc: float, **extra) -> None:
+def _job(sweep: Path, number: int, method: str, seed: int, acc: float, im: float = 1.0) -> None:
     job = sweep / str(number)
     (job / ".hydra").mkdir(parents=True)
     record = {
@@ -44,7 +44,12 @@ def _job(sweep: Path, number: int, method: str, seed: int, acc: float, **extra) 
         "seed": seed,
         "selection": "step",
         "labels_read": {"source": "all", "target": "none"},
-        "metrics": {"test/target/acc": acc, "test/source/acc": 0.99, "val/target/im": 1.0},
+        "metrics": {
+            "test/target/acc": acc,
+            "test/source/acc": 0.99,
+            "val/target/im": im,
+            "test/target/acc_per_class": [acc] * 10,
+        },
         "stages": {"adapt": {"selected_step": 1000}},
         "code_version": "0.1.0+gabc1234",
         "date": "2026-11-30",
@@ -52,7 +57,6 @@ def _job(sweep: Path, number: int, method: str, seed: int, acc: float, **extra) 
             "seed": seed,
             "data": {"target_labels": "all"},
             "paths": {"output_dir": str(job)},
-            **extra,
         },
     }
     (job / "metrics.json").write_text(json.dumps(record))
@@ -97,10 +101,9 @@ def test_a_sweep_becomes_committed_lines_and_a_table_with_gains_from_its_own_con
         ("source_only", 2),
         ("dann", 0),
     ]
-    assert lines[0]["metrics"] == {
-        "test/target/acc": 0.7,
-        "test/source/acc": 0.99,
-    }  # key metrics only
+    # the accuracies and the label-free criteria, not the per-class figures
+    kept = {"test/target/acc": 0.7, "test/source/acc": 0.99, "val/target/im": 1.0}
+    assert lines[0]["metrics"] == kept
     assert lines[0]["preset"] == data.preset_hash("da_synth2hand")
     page = render(results_dir)
     dann = next(
@@ -195,3 +198,20 @@ def test_check_fails_when_the_page_was_edited_by_hand(results_dir: Path, tmp_pat
     with pytest.raises(SystemExit):
         cli.main(["render", "--check", "--results-dir", str(results_dir), "--page", str(page)])
     assert "differs" in capsys.readouterr().err
+
+
+def test_a_validator_study_is_rendered_as_the_criteria_it_judges(tmp_path: Path, results_dir: Path):
+    """IM ranks three candidates in the opposite order of their accuracy: its pick is the worst."""
+    sweep = tmp_path / "candidates"
+    for number, (acc, im) in enumerate([(0.9, 0.5), (0.8, 1.0), (0.6, 2.0)]):
+        _job(sweep, number, "dann", 0, acc, im=im)
+    (results_dir / "index.yaml").write_text(
+        "intro: intro.md\ntables:\n  - name: validators_dev\n    kind: validators\n"
+    )
+    (results_dir / "validators_dev.md").write_text("## Validators\n")
+    cli.keep("validators_dev", sweep, results_dir)
+    page = render(results_dir)
+    im = next(line for line in page.splitlines() if line.startswith("| im |"))
+    cells = [cell.strip() for cell in im.strip("|").split("|")]
+    assert cells[4:8] == ["-1.00, -1.00", "60.0", "-", "90.0"]  # rho, its pick, no oracle, best
+    assert "seed 0," in page

@@ -15,15 +15,17 @@ from typing import Any
 
 from tlframe.errors import DataError
 from tlframe.tools.report import job_settings, load_jobs
+from tlframe.tools.validator_study import CRITERIA
 
-# what a committed line keeps of a run's metrics, where the run has it (zero-shot runs add the
-# generalised zero-shot figures)
+# what a committed line keeps of a run's metrics, where the run has it: the accuracies, the
+# generalised zero-shot figures, and the label-free criteria the validator study judges
 KEY_METRICS = (
     "test/target/acc",
     "test/source/acc",
     "test/target/gzsl_seen",
     "test/target/gzsl_unseen",
     "test/target/gzsl_h",
+    *(criterion.metric for criterion in CRITERIA),
 )
 PRESETS = Path(__file__).resolve().parents[3] / "conf" / "experiment"
 

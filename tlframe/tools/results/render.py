@@ -18,6 +18,7 @@ import yaml
 from tlframe.errors import DataError
 from tlframe.tools.report import CONTROLS, labels_read, summarise
 from tlframe.tools.results.data import read_lines
+from tlframe.tools.validator_study import study, summary, to_markdown
 
 TARGET, SOURCE = "test/target/acc", "test/source/acc"
 HEADER = (
@@ -42,7 +43,7 @@ def _percent(value: float | None) -> str:
 
 
 def _seeds(seeds: list) -> str:
-    numbers = sorted(s for s in seeds if isinstance(s, int))
+    numbers = sorted(s for s in seeds if isinstance(s, int))  # the seeds a row or table ran
     if numbers and numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:
         return f"{numbers[0]}-{numbers[-1]}"
     return ", ".join(str(s) for s in numbers) or "-"
@@ -178,15 +179,27 @@ def _pooled(entry: dict, rows: list[dict]) -> list[str]:
     return out
 
 
-def provenance(table: str, lines: list[dict]) -> str:
+def validators_markdown(lines: list[dict]) -> list[str]:
+    """A validator study (``kind: validators``): how well each label-free criterion ranks the
+    sweep's candidates and how good its pick is, as ``tlframe-validators`` reports it."""
+    rows = study(lines)
+    return to_markdown(rows, summary(rows)).rstrip("\n").splitlines()
+
+
+def provenance(table: str, lines: list[dict], kind: str | None) -> str:
     versions = ", ".join(sorted({str(line["code_version"]) for line in lines}))
     dates = sorted({str(line["date"]) for line in lines})
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
-    seeds = _seeds(list({line["seed"] for line in lines}))
-    return (
-        f"Sweep `experiment={table}`: {len(lines)} runs, seeds {seeds}, measured {when} with "
-        f"tlframe {versions}; per-run data in [results/{table}.jsonl](results/{table}.jsonl). "
-        "Target accuracy on the target's test split in %, mean ± std over seeds; gains in "
+    seeds = sorted({line["seed"] for line in lines})
+    text = (
+        f"Sweep `experiment={table}`: {len(lines)} runs, seed{'s' * (len(seeds) > 1)} "
+        f"{_seeds(seeds)}, measured {when} with tlframe {versions}; per-run data in "
+        f"[results/{table}.jsonl](results/{table}.jsonl)."
+    )
+    if kind == "validators":
+        return text
+    return text + (
+        " Target accuracy on the target's test split in %, mean ± std over seeds; gains in "
         "points against the control of the same sweep, pair and label budget."
     )
 
@@ -205,7 +218,9 @@ def render(results_dir: str | Path) -> str:
         parts += [text.read_text().strip(), "", "```bash", f"make results TABLE={table}", "```", ""]
         lines = read_lines(results_dir / f"{table}.jsonl")
         if lines:
-            parts += [provenance(table, lines), ""] + table_markdown(entry, lines) + [""]
+            body = validators_markdown(lines) if entry.get("kind") == "validators" else None
+            parts += [provenance(table, lines, entry.get("kind")), ""]
+            parts += (body or table_markdown(entry, lines)) + [""]
         else:
             parts += ["*Not yet measured with the current code.*", ""]
     return "\n".join(parts).rstrip() + "\n"
