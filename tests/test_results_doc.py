@@ -183,6 +183,23 @@ def test_run_sweeps_the_preset_with_the_users_overrides_then_keeps_and_renders(
     assert "| synth_digits -> hand_digits | dann" in page.read_text()
 
 
+def test_a_failed_sweep_keeps_its_tables_data_and_says_so(
+    sweep: Path, results_dir: Path, tmp_path: Path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    cli.keep("da_synth2hand", sweep, results_dir)
+    before = (results_dir / "da_synth2hand.jsonl").read_text()
+    failing = type("Failed", (), {"returncode": 1})()
+    monkeypatch.setattr(cli.subprocess, "run", lambda command, check: failing)
+    page = tmp_path / "RESULTS.md"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["run", "da_synth2hand", "--results-dir", str(results_dir), "--page", str(page)])
+    assert stop.value.code == 2
+    assert "not re-measured: da_synth2hand" in capsys.readouterr().err
+    assert (results_dir / "da_synth2hand.jsonl").read_text() == before
+    assert "| synth_digits -> hand_digits | dann" in page.read_text()  # rendered all the same
+
+
 def test_run_refuses_an_unknown_table_in_one_line(results_dir: Path, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["run", "no_such_table", "--results-dir", str(results_dir)])

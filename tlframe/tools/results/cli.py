@@ -50,7 +50,9 @@ def keep(table: str, sweep_dir: Path, results_dir: Path) -> None:
     print(f"tlframe-results: kept {len(lines)} runs of {table} in {results_dir / table}.jsonl")
 
 
-def run(tables: list[str], overrides: list[str], results_dir: Path) -> None:
+def run(tables: list[str], overrides: list[str], results_dir: Path) -> list[str]:
+    """Run and keep each table's sweep; a table whose sweep fails keeps its committed data
+    and the others go on. Returns the tables that failed."""
     known = table_names(results_dir)
     for table in tables:
         if table not in known:
@@ -60,15 +62,19 @@ def run(tables: list[str], overrides: list[str], results_dir: Path) -> None:
         preset_path(table)
     todo = tables or [t for t in known if is_stale(t, read_lines(results_dir / f"{t}.jsonl"))]
     print(f"tlframe-results: sweeps to run: {', '.join(todo) or 'none (every table is current)'}")
+    failed = []
     for table in todo:
         shutil.rmtree(SWEEPS / table, ignore_errors=True)  # a fresh sweep: no job of an older one
         command = sweep_command(table, overrides)
         print("tlframe-results: " + " ".join(command[2:]), flush=True)
-        if subprocess.run(command, check=False).returncode != 0:
-            raise DataError(
-                f"the sweep of {table} failed (see its log above); its data are unchanged"
-            )
-        keep(table, SWEEPS / table, results_dir)
+        try:
+            if subprocess.run(command, check=False).returncode != 0:
+                raise DataError("its sweep failed (see the log above)")
+            keep(table, SWEEPS / table, results_dir)
+        except DataError as err:
+            print(f"tlframe-results: {table}: {err}; its data are unchanged", file=sys.stderr)
+            failed.append(table)
+    return failed
 
 
 def write_page(results_dir: Path, page: Path, check: bool) -> None:
@@ -101,11 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     cut = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:cut]), argv[cut + 1 :]
     try:
-        if args.command == "run":
-            run(args.tables, overrides, args.results_dir)
-        elif args.command == "collect":
+        failed = run(args.tables, overrides, args.results_dir) if args.command == "run" else []
+        if args.command == "collect":
             keep(args.table, args.sweep_dir, args.results_dir)
         write_page(args.results_dir, args.page, args.command == "render" and args.check)
+        if failed:
+            raise DataError(f"not re-measured: {', '.join(failed)} (the page keeps their data)")
     except DataError as err:
         print(f"tlframe-results: error: {err}", file=sys.stderr)
         sys.exit(2)
