@@ -84,7 +84,7 @@ def summarise(
     groups: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for record, setting in zip(records, settings, strict=True):
         read = labels_read(record)
-        labels = ", ".join(f"{role} {value}" for role, value in sorted(read.items()))
+        labels = labels_text(read)
         key = (record["method"], record["source"], record["target"], labels, setting)
         # Jobs that differ only in a label budget they do not read (source_only in a sweep
         # over data.target_labels) are one run: counted once per seed.
@@ -100,7 +100,7 @@ def summarise(
             "target": target,
             "labels read": labels,
             "target_read": target_read,
-            "setting": ", ".join(f"{k}={v}" for k, v in setting),
+            "setting": setting_text(setting),
             # what the figures plot against: the swept values and the labels per class read
             "settings": {**({"target_labels": int(k)} if k.isdigit() else {}), **dict(setting)},
             "seeds": len(members),
@@ -117,6 +117,16 @@ def summarise(
         rows.append(row)
     _add_gains(rows)
     return rows
+
+
+def labels_text(read: dict[str, str]) -> str:
+    """A row's "labels read": ``source all, target 10 per class``."""
+    return ", ".join(f"{role} {value}" for role, value in sorted(read.items()))
+
+
+def setting_text(setting: tuple[tuple[str, Any], ...]) -> str:
+    """A row's setting: ``key=value, ...``."""
+    return ", ".join(f"{key}={value}" for key, value in setting)
 
 
 def labels_read(record: dict) -> dict[str, str]:
@@ -224,6 +234,7 @@ def _add_gains(rows: list[dict]) -> None:
             )
             if other and mine and other["test/target/acc"] and row["method"] != control:
                 row[f"gain_vs_{control}"] = mine[0] - other["test/target/acc"][0]
+                row.setdefault("controls", {})[control] = other
 
 
 def _fmt(value) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tlframe.errors import DataError
-from tlframe.tools.report import CONTROLS, labels_read, summarise
+from tlframe.tools.report import CONTROLS, labels_read, labels_text, setting_text, summarise
 from tlframe.tools.results.data import read_lines
 from tlframe.tools.validator_study import study, summary, to_markdown
 
@@ -59,20 +59,11 @@ def _labels(row: dict) -> str:
     return " / ".join(parts.get(role, "-") for role in ("source", "target"))
 
 
-def _control(row: dict, rows: list[dict]) -> dict | None:
-    """The control a row's gain is measured against: target_only reading the same target
-    labels where the sweep has it, else source_only."""
-    for control in reversed(CONTROLS):
-        if f"gain_vs_{control}" in row:
-            return next(
-                r
-                for r in rows
-                if r["method"] == control
-                and (r["source"], r["target"], r["setting"])
-                == (row["source"], row["target"], row["setting"])
-                and (control == "source_only" or r["target_read"] == row["target_read"])
-            )
-    return None
+def _control(row: dict) -> dict | None:
+    """The control a row's gain is measured against (the report keeps the rows it used):
+    target_only reading the same target labels where the sweep has it, else source_only."""
+    controls = row.get("controls", {})
+    return next((controls[c] for c in reversed(CONTROLS) if c in controls), None)
 
 
 def _better(row: dict, control: dict | None) -> str:
@@ -131,7 +122,7 @@ def table_markdown(entry: dict, lines: list[dict]) -> list[str]:
             gain = row.get(f"gain_vs_{control}")
             cells.append("-" if gain is None else f"{100 * gain:+.1f}")
         if gains:
-            cells.append(_better(row, _control(row, rows)))
+            cells.append(_better(row, _control(row)))
         cells.append(_percent((row[SOURCE] or (None,))[0]))
         cells += [_percent(_mean_of(metric, row, lines, settings)) for metric in extra]
         cells.append(", ".join(_percent(row["per_seed"][s]) for s in sorted(row["per_seed"])))
@@ -143,11 +134,6 @@ def table_markdown(entry: dict, lines: list[dict]) -> list[str]:
     return out
 
 
-def _labels_text(line: dict) -> str:
-    """A run's labels read as the report's rows name them."""
-    return ", ".join(f"{role} {value}" for role, value in sorted(labels_read(line).items()))
-
-
 def _mean_of(metric: str, row: dict, lines: list[dict], settings: list[tuple]) -> float | None:
     """The mean of a further metric over the runs a row summarises."""
     values = [
@@ -155,8 +141,8 @@ def _mean_of(metric: str, row: dict, lines: list[dict], settings: list[tuple]) -
         for line, setting in zip(lines, settings, strict=True)
         if (line["method"], line["source"], line["target"])
         == (row["method"], row["source"], row["target"])
-        and ", ".join(f"{k}={v}" for k, v in setting) == row["setting"]
-        and _labels_text(line) == row["labels read"]
+        and setting_text(setting) == row["setting"]
+        and labels_text(labels_read(line)) == row["labels read"]
         and metric in line["metrics"]
     ]
     return statistics.fmean(values) if values else None
