@@ -107,12 +107,8 @@ class ImageSplit(TensorSplit):
         x = normalise(match_channels(batch.float() / 255, self.channels), self.mean, self.std)
         return (x[0] if single else x.contiguous()), labels
 
-    def subset(self, indices: Tensor) -> ImageSplit:
-        labels = None if self.labels is None else self.labels[indices]
-        return ImageSplit(self.inputs[indices], labels, self.channels, self.mean, self.std)
-
-    def unlabeled(self) -> ImageSplit:
-        return ImageSplit(self.inputs, None, self.channels, self.mean, self.std)
+    def with_data(self, inputs: Tensor, labels: Tensor | None) -> ImageSplit:
+        return ImageSplit(inputs, labels, self.channels, self.mean, self.std)
 
 
 def _normalised(
