@@ -4,6 +4,7 @@ images, the download hook, and streaming through DataLoader workers in a real ru
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,14 @@ def test_small_folders_are_decoded_once_into_the_inputs_streaming_gives(
     assert isinstance(whole, ImageSplit) and len(whole) == 12
     with pytest.raises(ConfigError, match="decode=true holds each image decoded once"):
         build_domains(make_cfg(*roots, "source.decode=true", "source.augment=true"))
+
+
+def test_streamed_folders_get_one_worker_per_core_by_default(tmp_path: Path, caplog) -> None:
+    write_image_tree(tmp_path / "a", {"cat": 4, "dog": 4})
+    domain = image_folder(str(tmp_path / "a"), name="a", augment=True, **SMALL)
+    with caplog.at_level("INFO"):
+        dm = TransferDataModule({"source": domain}, {"source": "all"}, num_workers="auto")
+    workers = min(loaders.AUTO_WORKERS_MAX, len(os.sched_getaffinity(0)))
+    assert dm.train_dataloader().iterables["source"].num_workers == workers
+    assert f"a streamed from disk: {workers} DataLoader workers per loader" in caplog.text
+    assert loaders.worker_count(0) == 0
