@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from torchvision.transforms import v2
 
 from tlframe.data.domain import SPLITS, Domain
 from tlframe.data.files import fetch, override, relocate_hint
-from tlframe.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplit
+from tlframe.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplit, model_inputs
 from tlframe.data.splits import split_pool
 from tlframe.errors import ConfigError, DataError
 
@@ -124,9 +125,10 @@ def pixel_transform(
     return v2.Compose([resize, *crop, v2.ToImage()])
 
 
-def input_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """uint8 pixels to the model's input: scaled to [0, 1] and normalised."""
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+def input_transform(mean: Sequence[float], std: Sequence[float]) -> partial:
+    """uint8 pixels to the model's input, scaled to [0, 1] and normalised, by the conversion
+    of images held in memory (``model_inputs``): streamed and decoded give the same numbers."""
+    return partial(model_inputs, mean=list(mean), std=list(std))
 
 
 def folder_transform(
