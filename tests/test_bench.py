@@ -119,6 +119,17 @@ def test_the_image_folder_case_measures_both_pipelines(tmp_path):
     assert len(list((tmp_path / "images").rglob("*.jpg"))) == 40
 
 
+def test_the_small_folder_case_measures_streamed_and_decoded(tmp_path):
+    """Tiny: 40 grey PNGs, batches of 4; decoding really happened on one side only."""
+    streamed, decoded, decoding, settings = bench.small_folder_rates(
+        tmp_path, images=40, steps=3, warmup=1, repeats=2, size=28, workers=1,
+        overrides=("data.batch_size=4",),
+    )  # fmt: skip
+    assert streamed > 0 and decoded > 0
+    assert "40 grey 28x28 PNGs, batch 4" in settings
+    assert len(list((tmp_path / "images").rglob("*.png"))) == 40
+
+
 # The gpu preset's code path at lenet size on the CPU: its cases and settings, smaller inputs.
 TINY_GPU = (
     "backbone=lenet",

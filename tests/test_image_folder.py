@@ -4,6 +4,7 @@ images, the download hook, and streaming through DataLoader workers in a real ru
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tlframe.data import loaders
 from tlframe.data.datamodule import TransferDataModule
 from tlframe.data.formats import image_folder as folder_module
 from tlframe.data.formats.image_folder import UnreadableImageError, choose_inputs, image_folder
+from tlframe.data.images import ImageSplit
 from tlframe.engine.stages import build_method
 from tlframe.errors import ConfigError, DataError
 from tlframe.train import build_domains, check_classes, train
@@ -133,7 +135,12 @@ def test_streamed_folders_train_with_persistent_workers(
         *[
             f"{role}.{key}={value}"
             for role, root in (("source", tmp_path / "a"), ("target", tmp_path / "b"))
-            for key, value in (("root", root), ("image_size", 16), ("resize_size", 16))
+            for key, value in (
+                ("root", root),
+                ("image_size", 16),
+                ("resize_size", 16),
+                ("decode", False),
+            )
         ],
         "source=image_folder",
         "target=image_folder",
@@ -183,3 +190,42 @@ def test_a_folder_of_small_grey_images_needs_only_its_root(
     )[0]  # fmt: skip
     assert (photos.channels, photos.image_size, photos.augment) == (3, 224, True)
     assert photos.mean == (0.485, 0.456, 0.406)  # ImageNet's, for larger images
+
+
+def test_small_folders_are_decoded_once_into_the_inputs_streaming_gives(
+    tmp_path: Path, make_cfg, caplog
+) -> None:
+    """Without random crops a folder is decoded once (one uint8 tensor, batches sliced)
+    into the same inputs as streamed; with them it streams; the transductive protocol
+    keeps the decoded kind; decode=true with augmentation is refused."""
+    write_image_tree(tmp_path / "a", {"cat": 6, "dog": 6}, size=12, grey=True)
+    roots = ("source=image_folder", f"source.root={tmp_path / 'a'}", "source.name=a")
+    roots += ("target=image_folder", f"target.root={tmp_path / 'a'}", "target.name=a")
+    with caplog.at_level("INFO"):
+        decoded = build_domains(make_cfg(*roots))
+    streamed = build_domains(make_cfg(*roots, "source.decode=false", "target.decode=false"))
+    assert "source a: 12 images decoded once and held in memory" in caplog.text
+    for split in ("train", "val", "test"):
+        held, read = decoded["source"].split(split), streamed["source"].split(split)
+        assert isinstance(held, ImageSplit) and held.inputs.dtype == torch.uint8
+        x, y = held[torch.arange(len(held))]
+        expected = torch.stack([read[i][0] for i in range(len(read))])
+        assert torch.equal(x, expected)
+        assert y.tolist() == [read[i][1] for i in range(len(read))]
+    augmented = build_domains(make_cfg(*roots, "source.augment=true", "target.augment=true"))
+    assert isinstance(augmented["source"].train, folder_module.FolderSplit)
+    whole = build_domains(make_cfg(*roots, "data.protocol=transductive"))["target"].test
+    assert isinstance(whole, ImageSplit) and len(whole) == 12
+    with pytest.raises(ConfigError, match="decode=true holds each image decoded once"):
+        build_domains(make_cfg(*roots, "source.decode=true", "source.augment=true"))
+
+
+def test_streamed_folders_get_one_worker_per_core_by_default(tmp_path: Path, caplog) -> None:
+    write_image_tree(tmp_path / "a", {"cat": 4, "dog": 4})
+    domain = image_folder(str(tmp_path / "a"), name="a", augment=True, **SMALL)
+    with caplog.at_level("INFO"):
+        dm = TransferDataModule({"source": domain}, {"source": "all"}, num_workers="auto")
+    workers = min(loaders.AUTO_WORKERS_MAX, len(os.sched_getaffinity(0)))
+    assert dm.train_dataloader().iterables["source"].num_workers == workers
+    assert f"a streamed from disk: {workers} DataLoader workers per loader" in caplog.text
+    assert loaders.worker_count(0) == 0

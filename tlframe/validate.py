@@ -73,7 +73,8 @@ def validate(cfg: DictConfig) -> Method:
     _integer(cfg, "seed", 0)
     for key in ("batch_size", "eval_batch_size", "steps_per_epoch"):
         _integer(cfg, f"data.{key}", 1)
-    _integer(cfg, "data.num_workers", 0)
+    if _select(cfg, "data.num_workers") != "auto":
+        _integer(cfg, "data.num_workers", 0)
     _integer(cfg, "trainer.max_epochs", 1)
     _positive_number(cfg, "optimizer.lr")
     for group in ("trainer", "optimizer"):

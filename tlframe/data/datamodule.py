@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from tlframe.data.domain import Domain, TensorSplit, split_labels
 from tlframe.data.labels import LabelRegime, hold_out, k_per_class, parse_regime
-from tlframe.data.loaders import eval_loader, train_loader
+from tlframe.data.loaders import AUTO_WORKERS_MAX, eval_loader, train_loader, worker_count
 from tlframe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,15 @@ class TransferDataModule(pl.LightningDataModule):
                 "examples per class (data.target_labels=k)"
             )
         self.loader_cfg = {k: v for k, v in loader_options.items() if k in LOADER_KEYS}
+        streamed = sorted(
+            {d.name for d in self.domains.values() if not isinstance(d.train, TensorSplit)}
+        )
+        if streamed and self.loader_cfg.get("num_workers") == "auto":
+            log.info(
+                "%s streamed from disk: %d DataLoader workers per loader (data.num_workers="
+                "auto: one per core, at most %d)",
+                ", ".join(streamed), worker_count("auto"), AUTO_WORKERS_MAX,
+            )  # fmt: skip
 
     def labeled_indices(self, role: str) -> tuple[Tensor, Tensor | None]:
         """Indices of ``role``'s k labeled training examples per class that train, and of

@@ -37,12 +37,16 @@ class TensorSplit(Dataset):
         y = None if self.labels is None else self.labels[index]
         return self.inputs[index], y
 
+    def with_data(self, inputs: Tensor, labels: Tensor | None) -> TensorSplit:
+        """A split of the same kind (and input conversion) holding other examples."""
+        return TensorSplit(inputs, labels)
+
     def subset(self, indices: Tensor) -> TensorSplit:
         labels = None if self.labels is None else self.labels[indices]
-        return TensorSplit(self.inputs[indices], labels)
+        return self.with_data(self.inputs[indices], labels)
 
     def unlabeled(self) -> TensorSplit:
-        return TensorSplit(self.inputs, None)
+        return self.with_data(self.inputs, None)
 
     def targets(self) -> Tensor:
         """All labels of the split (for stratified sampling)."""

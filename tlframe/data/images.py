@@ -72,6 +72,21 @@ def resize_uint8(images: Tensor, size: int) -> Tensor:
     return out
 
 
+def model_inputs(
+    images: Tensor,
+    mean: float | Sequence[float],
+    std: float | Sequence[float],
+    channels: int | None = None,
+) -> Tensor:
+    """Normalised float inputs from uint8 ``[C, H, W]`` or ``[N, C, H, W]`` images, with
+    ``channels`` channels (None: their own): the one conversion of images held in memory
+    and of streamed ones, so that both give the same numbers."""
+    single = images.dim() == 3
+    x = (images[None] if single else images).float() / 255
+    x = normalise(x if channels is None else match_channels(x, channels), mean, std)
+    return x[0] if single else x.contiguous()
+
+
 def _plain(value: float | Sequence[float]) -> float | list[float]:
     """A number or a list of numbers (not a config node), as a tensor can be made from."""
     return float(value) if isinstance(value, (int, float)) else [float(v) for v in value]
@@ -102,17 +117,10 @@ class ImageSplit(TensorSplit):
 
     def __getitem__(self, index) -> tuple[Tensor, Tensor | None]:
         images, labels = super().__getitem__(index)
-        single = images.dim() == 3
-        batch = images[None] if single else images
-        x = normalise(match_channels(batch.float() / 255, self.channels), self.mean, self.std)
-        return (x[0] if single else x.contiguous()), labels
+        return model_inputs(images, self.mean, self.std, self.channels), labels
 
-    def subset(self, indices: Tensor) -> ImageSplit:
-        labels = None if self.labels is None else self.labels[indices]
-        return ImageSplit(self.inputs[indices], labels, self.channels, self.mean, self.std)
-
-    def unlabeled(self) -> ImageSplit:
-        return ImageSplit(self.inputs, None, self.channels, self.mean, self.std)
+    def with_data(self, inputs: Tensor, labels: Tensor | None) -> ImageSplit:
+        return ImageSplit(inputs, labels, self.channels, self.mean, self.std)
 
 
 def _normalised(

@@ -12,6 +12,7 @@ process takes its own slice of it. Evaluation loaders read whole splits in order
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,6 +127,18 @@ class Tagged:
         return {"x": x, "y": y, "domain": self.domain, "split": self.split}
 
 
+AUTO_WORKERS_MAX = 8  # data.num_workers=auto: at most this many workers per loader
+
+
+def worker_count(option: int | str) -> int:
+    """``data.num_workers`` as a number: ``auto`` is one worker per core this process may
+    use, at most ``AUTO_WORKERS_MAX`` (decoding and augmenting a batch of photos on one
+    core would starve even a CPU model; more workers than that seldom help)."""
+    if option == "auto":
+        return min(AUTO_WORKERS_MAX, len(os.sched_getaffinity(0)) or 1)
+    return int(option)
+
+
 def _loader(dataset: Dataset, sampler, batch_size: int, collate, loader_cfg: dict) -> DataLoader:
     if isinstance(dataset, TensorSplit):
         batches = _BatchSampler(sampler, batch_size, drop_last=isinstance(sampler, EpochSampler))
@@ -133,7 +146,7 @@ def _loader(dataset: Dataset, sampler, batch_size: int, collate, loader_cfg: dic
         return DataLoader(
             dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin
         )
-    workers = int(loader_cfg.get("num_workers", 0))
+    workers = worker_count(loader_cfg.get("num_workers", 0))
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -10,6 +10,8 @@ is filled in), so stage keys and metrics.json say what ran.
   grey repeated), when its ``channels`` option is left to tlframe (null).
 - ``match_sizes``: image domains of different sizes are read at the larger, when their
   ``image_size`` is left to tlframe.
+- ``decode_in_memory``: small image folders, read without random crops, are decoded once
+  and held in memory (``tlframe.data.formats.image_folder``).
 - ``standardize``: feature vectors are scaled per feature to zero mean and unit variance
   (``data.standardize``), fitted on the training inputs of both domains by default, as
   unsupervised adaptation allows: inputs only, never a label.
@@ -30,6 +32,7 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import ConcatDataset, Dataset
 
 from tlframe.data.domain import SPLITS, Domain, TensorSplit, split_labels
+from tlframe.data.formats.image_folder import decode_in_memory
 from tlframe.data.images import IMAGENET_MEAN, IMAGENET_STD
 from tlframe.errors import ConfigError
 from tlframe.models.backbones import TIMM_BACKBONE, timm_data_config
@@ -43,11 +46,12 @@ PROTOCOLS = ("split", "transductive")
 def pair(cfg: DictConfig, domains: dict[str, Domain], build: Callable[[DictConfig], Domain]):
     """Bring both domains to one input shape and scale; ``build`` re-instantiates a domain
     from its config when an option left to tlframe had to be filled in."""
-    if protocol(cfg) == "transductive":
-        transductive(domains)
     pretrained_inputs(cfg, domains, build)
     match_channels(cfg, domains, build)
     match_sizes(cfg, domains, build)
+    decode_in_memory(domains)  # the inputs are settled: no folder is decoded twice
+    if protocol(cfg) == "transductive":  # after every rebuild, which would split them again
+        transductive(domains)
     standardize(domains, str(cfg.data.get("standardize", "joint")))
 
 
@@ -216,7 +220,7 @@ def transductive(domains: dict[str, Domain]) -> None:
         parts = [domain.split(split) for split in SPLITS]
         if all(isinstance(part, TensorSplit) for part in parts):
             labels = [part.labels for part in parts]
-            whole: Dataset = TensorSplit(
+            whole: Dataset = parts[0].with_data(
                 torch.cat([part.inputs for part in parts]),
                 None if any(y is None for y in labels) else torch.cat(labels),
             )

@@ -52,6 +52,7 @@ from torchvision.datasets import ImageFolder
 
 from tlframe.config import config_dir, register_configs
 from tlframe.data.datamodule import LOADER_KEYS, TransferDataModule
+from tlframe.data.loaders import worker_count
 from tlframe.engine.cache import StageCache
 from tlframe.engine.module import to_channels_last
 from tlframe.engine.stages import (
@@ -144,6 +145,7 @@ class Preset:
     default_run: bool
     sweep: bool
     feature_cache: bool
+    small_folder: bool  # lenet on small grey PNGs, streamed vs decoded once (with the folder's)
 
 
 CPU = Preset(
@@ -166,6 +168,7 @@ CPU = Preset(
     default_run=True,
     sweep=True,
     feature_cache=True,
+    small_folder=True,
 )
 GPU = Preset(
     name="gpu",
@@ -196,6 +199,7 @@ GPU = Preset(
     default_run=False,
     sweep=False,
     feature_cache=True,
+    small_folder=False,
 )
 PRESETS = {preset.name: preset for preset in (CPU, GPU)}
 
@@ -341,17 +345,26 @@ IMAGE_FOLDER_CASE = Case(
 )
 
 
-def make_image_folder(root: Path, images: int, size: int, classes: int = 10) -> Path:
-    """``images`` JPEGs of ``size`` pixels a side in ``classes`` class folders: smooth random
-    colour fields with noise, which decode like photos (pure noise would not compress)."""
+def make_image_folder(
+    root: Path, images: int, size: int, classes: int = 10, grey: bool = False
+) -> Path:
+    """``images`` JPEGs (grey: PNGs) of ``size`` pixels a side in ``classes`` class folders:
+    smooth random fields with noise, which decode like photos (pure noise would not
+    compress)."""
     rng = np.random.default_rng(0)
+    channels = () if grey else (3,)
     for i in range(images):
         folder = root / f"class_{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
-        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, *channels), dtype=np.uint8))
         field = np.asarray(coarse.resize((size, size), Image.BILINEAR), dtype=np.float32)
-        pixels = field + rng.normal(0, 12, field.shape)
-        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+        image = Image.fromarray(
+            (field + rng.normal(0, 12, field.shape)).clip(0, 255).astype(np.uint8)
+        )
+        if grey:
+            image.save(folder / f"{i}.png")
+        else:
+            image.save(folder / f"{i}.jpg", quality=90)
     return root
 
 
@@ -370,6 +383,7 @@ def plain_folder_rate(cfg, domains, folder: Path, steps: int, warmup: int) -> fl
     scaler = placement.grad_scaler()
     dataset = ImageFolder(str(folder), transform=domains["source"].train.transform)
     loader_options = {key: cfg.data[key] for key in LOADER_KEYS}
+    loader_options["num_workers"] = worker_count(loader_options["num_workers"])
     loader = DataLoader(
         dataset, cfg.data.batch_size, shuffle=True, drop_last=True, **loader_options
     )
@@ -415,8 +429,7 @@ def image_folder_rates(
     it resnet18's training steps at 224 pixels. ``overrides`` come last: they may change
     the backbone or the workers too."""
     folder = make_image_folder(root / "images", images, size)
-    domain = ("source=image_folder", f"source.root={folder}")
-    domain += ("target=image_folder", f"target.root={folder}")  # one domain, built once
+    domain = folder_domain(folder, "decode=false")  # streamed, as ImageFolder reads it
     # workers end with each side's loader: lingering ones slowed the side measured second
     extra = (f"backbone={backbone}", *domain, f"data.num_workers={workers}", *overrides)
     cfg = compose_case(IMAGE_FOLDER_CASE, steps, root, extra)
@@ -436,6 +449,63 @@ def image_folder_rates(
         f"{repeats} repeats with the first side alternating"
     )
     return statistics.median(ours), statistics.median(plain), ratio, settings
+
+
+def folder_domain(folder: Path, *options: str) -> tuple[str, ...]:
+    """Overrides reading ``folder`` as the source and the target (one domain, built once),
+    with ``options`` for both."""
+    return tuple(
+        override
+        for role in ("source", "target")
+        for override in (f"{role}=image_folder", f"{role}.root={folder}")
+        + tuple(f"{role}.{option}" for option in options)
+    )
+
+
+def small_folder_rates(
+    root: Path,
+    images: int,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    size: int = 28,
+    workers: int = 2,
+    overrides: tuple[str, ...] = (),
+) -> tuple[float, float, float, str]:
+    """Median images/s of lenet source_only on a generated folder of ``images`` grey PNGs
+    of ``size`` pixels (the small-image recipe: whole images, no random crops) streamed
+    from disk by ``workers`` DataLoader workers (``decode=false``) and decoded once into
+    memory (``decode=auto``, the default), which side runs first alternating; the seconds
+    decoding took; the settings, for the report."""
+    folder = make_image_folder(root / "images", images, size, grey=True)
+    case = Case("", ("method=source_only", "backbone=lenet"), False)
+    configs = {
+        decode: compose_case(
+            case,
+            steps,
+            root,
+            (*folder_domain(folder, f"decode={decode}"), f"data.num_workers={workers}", *overrides),
+        )
+        for decode in ("false", "auto")
+    }
+    built = {}
+    for decode, cfg in configs.items():
+        start = time.perf_counter()
+        built[decode] = (build_domains(cfg), time.perf_counter() - start)
+    decoding = built["auto"][1] - built["false"][1]
+    rates: dict[str, list[float]] = {"false": [], "auto": []}
+    for repeat in range(repeats):
+        for decode in ("false", "auto") if repeat % 2 == 0 else ("auto", "false"):
+            pl.seed_everything(0, verbose=False)
+            rates[decode].append(
+                tlframe_rate(configs[decode], built[decode][0], steps=steps, warmup=warmup)
+            )
+    streamed, decoded = (statistics.median(rates[d]) for d in ("false", "auto"))
+    settings = (
+        f"{images} grey {size}x{size} PNGs, {case_settings(configs['auto'])}, {steps - warmup} "
+        f"timed steps after {warmup}, median of {repeats} repeats with the first side alternating"
+    )
+    return streamed, decoded, decoding, settings
 
 
 def peak_memory_mb() -> float:
@@ -594,6 +664,20 @@ def run(
             f"({folder_settings}): {ours:.1f} img/s through `source=image_folder`, "
             f"{plain:.1f} img/s through torchvision's `ImageFolder` + `DataLoader` with the "
             f"same transforms, workers, model and optimiser in a plain loop, ratio {ratio:.3f}.",
+        ]
+    if image_folder_images and preset.small_folder:
+        workers = preset.folder.workers
+        streamed, decoded, decoding, small_settings = small_folder_rates(
+            root / "small_folder", image_folder_images, steps, warmup, preset.folder.repeats,
+            workers=workers, overrides=(*preset.overrides, *overrides),
+        )  # fmt: skip
+        lines += [
+            "",
+            f"source_only / lenet on a folder of small grey images ({small_settings}): "
+            f"{streamed:.0f} img/s streamed from disk by {workers} workers "
+            f"(`decode=false`), {decoded:.0f} img/s decoded once into memory (`decode=auto`, "
+            f"the default for images read without random crops; decoding took "
+            f"{decoding:.1f} s), {decoded / streamed:.2f}x.",
         ]
     return "\n".join(lines) + "\n"
 

@@ -5,7 +5,8 @@ so two domains with the same folders get the same classes in the same order). A 
 holds only ``train/`` (and optionally ``val/``, ``test/``) folders of such trees uses them
 as its splits; a missing split, or all three for a plain tree, is split off the training
 images, stratified, with ``seed``. Images are decoded in DataLoader workers
-(``data.num_workers``).
+(``data.num_workers``), or, when nothing about them is drawn at random and they fit in
+memory, decoded once and held as uint8 tensors (``decode``, ``decode_in_memory``).
 
 What the transforms do is chosen from the images unless the YAML sets it (``choose_inputs``):
 small images (digits, object thumbnails: at most ``SMALL`` pixels a side) are read whole
@@ -18,8 +19,10 @@ ImageNet's statistics, as pretrained backbones expect.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ from torchvision.transforms import v2
 
 from tlframe.data.domain import SPLITS, Domain
 from tlframe.data.files import fetch, override, relocate_hint
-from tlframe.data.images import IMAGENET_MEAN, IMAGENET_STD
+from tlframe.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageSplit, model_inputs
 from tlframe.data.splits import split_pool
 from tlframe.errors import ConfigError, DataError
 
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 SMALL = 64  # pixels a side at most: read whole, at their own size
 PROBE = 256  # training images measured for the size, the colours and the statistics
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+DECODE_CHOICES = ("auto", True, False)
+DECODE_LIMIT_MB = 1024  # decode=auto holds a folder's uint8 images in memory up to this
 
 
 class UnreadableImageError(DataError):
@@ -72,13 +77,16 @@ def read_image(path: str, mode: str = "RGB") -> Image.Image:
 
 
 class FolderSplit(Dataset):
-    """``(path, class index)`` samples decoded (in ``mode``) and transformed one at a time."""
+    """``(path, class index)`` samples decoded (in ``mode``) and transformed one at a time:
+    ``pixels`` gives the uint8 image (resize, crop), ``to_input`` the model's float input."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform, mode: str = "RGB"):
+    def __init__(
+        self, samples: Sequence[tuple[str, int]], pixels, to_input, mode: str, inputs: Inputs
+    ):
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
-        self.transform = transform
-        self.mode = mode
+        self.pixels, self.to_input, self.mode, self.inputs = pixels, to_input, mode, inputs
+        self.transform = v2.Compose([pixels, to_input])  # as a torchvision dataset's
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -86,6 +94,41 @@ class FolderSplit(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
         return self.transform(read_image(path, self.mode)), label
+
+    def decoded(self) -> ImageSplit:
+        """Every image decoded once, held as uint8 and normalised a batch at a time: what
+        streaming gives, when ``pixels`` draws nothing at random."""
+        images = [self.pixels(read_image(path, self.mode)) for path, _ in self.samples]
+        stacked = torch.stack(images) if images else torch.empty(0, self.inputs.channels, 0, 0)
+        labels = torch.as_tensor(self.targets, dtype=torch.long)
+        inputs = self.inputs
+        return ImageSplit(stacked.contiguous(), labels, inputs.channels, inputs.mean, inputs.std)
+
+
+def pixel_transform(
+    train: bool, image_size: int, resize_size: int, augment: bool, interpolation: str = "bilinear"
+) -> v2.Compose:
+    """Resize the shorter side to ``resize_size`` (with ``interpolation``) and crop
+    ``image_size`` (random + flips when training with ``augment``, else centred): a uint8
+    ``[C, H, W]`` image."""
+    if resize_size < image_size:
+        raise ConfigError(f"resize_size ({resize_size}) must be >= image_size ({image_size})")
+    modes = [mode.value for mode in v2.InterpolationMode]
+    if interpolation not in modes:
+        raise ConfigError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
+    crop = (
+        [v2.RandomCrop(image_size), v2.RandomHorizontalFlip()]
+        if train and augment
+        else [v2.CenterCrop(image_size)]
+    )
+    resize = v2.Resize(resize_size, interpolation=v2.InterpolationMode(interpolation))
+    return v2.Compose([resize, *crop, v2.ToImage()])
+
+
+def input_transform(mean: Sequence[float], std: Sequence[float]) -> partial:
+    """uint8 pixels to the model's input, scaled to [0, 1] and normalised, by the conversion
+    of images held in memory (``model_inputs``): streamed and decoded give the same numbers."""
+    return partial(model_inputs, mean=list(mean), std=list(std))
 
 
 def folder_transform(
@@ -97,28 +140,9 @@ def folder_transform(
     std: Sequence[float],
     interpolation: str = "bilinear",
 ) -> v2.Compose:
-    """Resize the shorter side to ``resize_size`` (with ``interpolation``), crop
-    ``image_size`` (random + flips when training with ``augment``, else centred), scale to
-    [0, 1] and normalise."""
-    if resize_size < image_size:
-        raise ConfigError(f"resize_size ({resize_size}) must be >= image_size ({image_size})")
-    modes = [mode.value for mode in v2.InterpolationMode]
-    if interpolation not in modes:
-        raise ConfigError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
-    crop = (
-        [v2.RandomCrop(image_size), v2.RandomHorizontalFlip()]
-        if train and augment
-        else [v2.CenterCrop(image_size)]
-    )
-    return v2.Compose(
-        [
-            v2.Resize(resize_size, interpolation=v2.InterpolationMode(interpolation)),
-            *crop,
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(mean), list(std)),
-        ]
-    )
+    """``pixel_transform`` then ``input_transform``: an image file's model input."""
+    pixels = pixel_transform(train, image_size, resize_size, augment, interpolation)
+    return v2.Compose([pixels, input_transform(mean, std)])
 
 
 def _scan(folder: Path, class_to_idx: dict[str, int] | None) -> tuple[list[str], list]:
@@ -238,6 +262,7 @@ def image_folder(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     interpolation: str | None = None,
+    decode: str | bool = "auto",
 ) -> Domain:
     """A streamed domain over the image tree at ``root`` (see the module docstring).
 
@@ -245,6 +270,8 @@ def image_folder(
     fetched only with ``download``; ``instructions`` tell the user how to get the data
     where no stable URL exists. The input options left None are chosen from the images;
     ``interpolation`` (None: bilinear) is a timm model's when ``backbone=timm``.
+    ``decode`` says whether the images may be decoded once and held in memory
+    (``decode_in_memory``).
     """
     folder = Path(root)
     if download and url and not folder.is_dir():
@@ -264,29 +291,75 @@ def image_folder(
         samples["train"], channels, image_size, resize_size, augment, mean, std
     )
     log.info("%s: %s", name, told)
-    transforms = {
-        train: folder_transform(
-            train,
-            inputs.image_size,
-            inputs.resize_size,
-            inputs.augment,
-            inputs.mean,
-            inputs.std,
-            interpolation or "bilinear",
-        )
-        for train in (True, False)
-    }
+    interpolation = interpolation or "bilinear"
     mode = "L" if inputs.channels == 1 else "RGB"
+    to_input = input_transform(inputs.mean, inputs.std)
     splits = {
-        split: FolderSplit(samples[split], transforms[split == "train"], mode) for split in SPLITS
+        split: FolderSplit(
+            samples[split],
+            pixel_transform(
+                split == "train",
+                inputs.image_size,
+                inputs.resize_size,
+                inputs.augment,
+                interpolation,
+            ),
+            to_input,
+            mode,
+            inputs,
+        )
+        for split in SPLITS
     }
     return Domain(
         name=name,
         class_names=classes,
         input_shape=(inputs.channels, inputs.image_size, inputs.image_size),
         **splits,
-        info={"root": str(folder), "inputs": told},
+        info={"root": str(folder), "inputs": told, "decode": _decode_choice(decode, inputs)},
     )
+
+
+def _decode_choice(decode: str | bool, inputs: Inputs) -> str | bool:
+    """``decode`` checked against the inputs: images drawn at random per step (``augment``)
+    cannot be decoded once."""
+    if decode not in DECODE_CHOICES:
+        raise ConfigError(f"decode must be auto, true or false, got {decode!r}")
+    if decode is True and inputs.augment:
+        raise ConfigError(
+            "decode=true holds each image decoded once, but augment draws random crops at "
+            "every step; set augment=false or decode=auto"
+        )
+    return False if inputs.augment else decode
+
+
+def decode_in_memory(domains: dict[str, Domain]) -> None:
+    """Image-folder domains that ask for it (``decode``: true, or auto within
+    ``DECODE_LIMIT_MB`` of uint8 images) are decoded once and held in memory, so that a
+    step slices a batch instead of reading and transforming files: the same inputs
+    streaming gives, when nothing is drawn at random. Called once the inputs are settled
+    (after pairing), so no folder is decoded twice."""
+    done: set[int] = set()
+    for role, domain in domains.items():
+        choice = domain.info.get("decode", False)
+        if id(domain) in done or choice is False or not isinstance(domain.train, FolderSplit):
+            continue
+        done.add(id(domain))
+        count = sum(len(domain.split(split)) for split in SPLITS)
+        megabytes = count * math.prod(domain.input_shape) / 2**20
+        if choice == "auto" and megabytes > DECODE_LIMIT_MB:
+            log.info(
+                "%s %s: %d images (%.0f MB decoded) are streamed from disk, over the %d MB "
+                "that decode=auto holds in memory (%s.decode=true to hold them)",
+                role, domain.name, count, megabytes, DECODE_LIMIT_MB, role,
+            )  # fmt: skip
+            continue
+        for split in SPLITS:
+            setattr(domain, split, domain.split(split).decoded())
+        log.info(
+            "%s %s: %d images decoded once and held in memory (%.0f MB; %s.decode=false "
+            "streams them instead)",
+            role, domain.name, count, megabytes, role,
+        )  # fmt: skip
 
 
 def _split_samples(folder: Path, val_fraction: float, test_fraction: float, seed: int) -> dict:
