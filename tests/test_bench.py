@@ -122,7 +122,7 @@ def test_the_image_folder_case_measures_both_pipelines(tmp_path):
 def test_the_small_folder_case_measures_streamed_and_decoded(tmp_path):
     """Tiny: 40 grey PNGs, batches of 4; decoding really happened on one side only."""
     streamed, decoded, decoding, settings = bench.small_folder_rates(
-        tmp_path, images=40, steps=3, warmup=1, repeats=2, size=28, workers=1,
+        tmp_path, images=40, steps=3, warmup=1, repeats=1, size=28, workers=1,
         overrides=("data.batch_size=4",),
     )  # fmt: skip
     assert streamed > 0 and decoded > 0
