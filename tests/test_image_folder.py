@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import QUICK
 from file_fixtures import write_image_tree
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
 from tlframe.data import loaders
 from tlframe.data.datamodule import TransferDataModule
@@ -164,8 +166,9 @@ def test_streamed_folders_train_with_persistent_workers(
 def test_a_folder_of_small_grey_images_needs_only_its_root(
     tmp_path: Path, make_cfg, caplog
 ) -> None:
-    """Sizes, colours and statistics are measured on the training images and logged; a
-    smaller target is read at the source's size; no crops or flips on small images."""
+    """Sizes and colours are read off the training images and logged, and small images are
+    scaled to [-1, 1] alike; a smaller target is read at the source's size; no crops or
+    flips on small images."""
     write_image_tree(tmp_path / "a", {"cat": 12, "dog": 12}, size=20, grey=True)
     write_image_tree(tmp_path / "b", {"cat": 12, "dog": 12}, size=16, grey=True)
     roots = ("source=image_folder", f"source.root={tmp_path / 'a'}", "source.name=a")
@@ -175,7 +178,9 @@ def test_a_folder_of_small_grey_images_needs_only_its_root(
         record = train(cfg)
     assert record["input_shapes"] == {"source": [1, 20, 20], "target": [1, 20, 20]}
     logged = caplog.text
-    assert "a: grey 20x20 inputs, no augmentation, mean " in logged
+    assert (
+        "a: grey 20x20 inputs, no augmentation, mean 0.500, std 0.500 (pixels to [-1, 1])" in logged
+    )
     assert "target b: read at 20x20 to pair with the other domain's larger images" in logged
     domains = build_domains(make_cfg(*roots))
     x, _ = domains["source"].train[0]
@@ -183,7 +188,11 @@ def test_a_folder_of_small_grey_images_needs_only_its_root(
     pixels = torch.stack(
         [domains["source"].train[i][0] for i in range(len(domains["source"].train))]
     )
-    assert abs(pixels.mean().item()) < 0.2 and abs(pixels.std().item() - 1) < 0.2  # own stats
+    files = build_domains(make_cfg(*roots, "source.decode=false"))["source"].train.samples
+    expected = torch.stack(  # every domain scaled to [-1, 1] alike, as the digit recipes do
+        [pil_to_tensor(Image.open(path)).float() / 127.5 - 1 for path, _ in files]
+    )
+    assert torch.allclose(pixels, expected, atol=1e-6)
     photos = choose_inputs(
         [(str(p), 0) for p in write_image_tree(tmp_path / "c", {"x": 2}, size=80)],
         None, None, None, None, None, None,

@@ -10,8 +10,8 @@ memory, decoded once and held as uint8 tensors (``decode``, ``decode_in_memory``
 
 What the transforms do is chosen from the images unless the YAML sets it (``choose_inputs``):
 small images (digits, object thumbnails: at most ``SMALL`` pixels a side) are read whole
-at their own size, grey when they are grey, without crops or flips, normalised with the
-mean and standard deviation measured on the training images; larger ones (photos) get
+at their own size, grey when they are grey, without crops or flips, and scaled to [-1, 1]
+(mean 0.5, std 0.5, the digit adaptation recipes'); larger ones (photos) get
 ImageNet's recipe: 256-pixel resize, 224 crops (random, with flips, when training) and
 ImageNet's statistics, as pretrained backbones expect.
 """
@@ -42,7 +42,11 @@ from tlframe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SMALL = 64  # pixels a side at most: read whole, at their own size
-PROBE = 256  # training images measured for the size, the colours and the statistics
+PROBE = 256  # training images looked at for the size and the colours
+# Small images are scaled to [-1, 1] by fixed constants, as the digit adaptation recipes do
+# (DANN's and ADDA's digit experiments, tllib): per-domain statistics would hand a
+# source-only control the target's input statistics, a first step of adaptation.
+SMALL_MEAN, SMALL_STD = (0.5,), (0.5,)
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 DECODE_CHOICES = ("auto", True, False)
 DECODE_LIMIT_MB = 1024  # decode=auto holds a folder's uint8 images in memory up to this
@@ -215,15 +219,9 @@ def choose_inputs(
     told = [f"{'grey' if channels == 1 else 'colour'} {image_size}x{image_size} inputs"]
     told.append("random crops and flips" if augment else "no augmentation")
     if mean is None or std is None:
-        if small:
-            transform = folder_transform(False, image_size, resize_size, False, [0.0], [1.0])
-            mode = "L" if channels == 1 else "RGB"
-            pixels = torch.stack([transform(read_image(p, mode)) for p in probe])
-            mean = mean or pixels.mean(dim=(0, 2, 3)).tolist()
-            std = std or pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
-            told.append(
-                f"mean {_numbers(mean)}, std {_numbers(std)} of {len(probe)} training images"
-            )
+        if small:  # every domain scaled alike, so a source-only control reads no target input
+            mean, std = mean or SMALL_MEAN * channels, std or SMALL_STD * channels
+            told.append(f"mean {_numbers(mean)}, std {_numbers(std)} (pixels to [-1, 1])")
         else:
             mean, std = mean or IMAGENET_MEAN[:channels], std or IMAGENET_STD[:channels]
             told.append("ImageNet's mean and std")
