@@ -81,15 +81,16 @@ def read_image(path: str, mode: str = "RGB") -> Image.Image:
 
 
 class FolderSplit(Dataset):
-    """``(path, class index)`` samples decoded (in ``mode``) and transformed one at a time:
-    ``pixels`` gives the uint8 image (resize, crop), ``to_input`` the model's float input."""
+    """``(path, class index)`` samples decoded and transformed one at a time: ``pixels``
+    gives the uint8 image (resize, crop), which ``model_inputs`` turns into the model's
+    input as it does for images held in memory, so that both give the same numbers."""
 
-    def __init__(
-        self, samples: Sequence[tuple[str, int]], pixels, to_input, mode: str, inputs: Inputs
-    ):
+    def __init__(self, samples: Sequence[tuple[str, int]], pixels, inputs: Inputs):
         self.samples = list(samples)
         self.targets = [label for _, label in self.samples]
-        self.pixels, self.to_input, self.mode, self.inputs = pixels, to_input, mode, inputs
+        self.pixels, self.inputs = pixels, inputs
+        self.mode = "L" if inputs.channels == 1 else "RGB"
+        to_input = partial(model_inputs, mean=list(inputs.mean), std=list(inputs.std))
         self.transform = v2.Compose([pixels, to_input])  # as a torchvision dataset's
 
     def __len__(self) -> int:
@@ -127,26 +128,6 @@ def pixel_transform(
     )
     resize = v2.Resize(resize_size, interpolation=v2.InterpolationMode(interpolation))
     return v2.Compose([resize, *crop, v2.ToImage()])
-
-
-def input_transform(mean: Sequence[float], std: Sequence[float]) -> partial:
-    """uint8 pixels to the model's input, scaled to [0, 1] and normalised, by the conversion
-    of images held in memory (``model_inputs``): streamed and decoded give the same numbers."""
-    return partial(model_inputs, mean=list(mean), std=list(std))
-
-
-def folder_transform(
-    train: bool,
-    image_size: int,
-    resize_size: int,
-    augment: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-    interpolation: str = "bilinear",
-) -> v2.Compose:
-    """``pixel_transform`` then ``input_transform``: an image file's model input."""
-    pixels = pixel_transform(train, image_size, resize_size, augment, interpolation)
-    return v2.Compose([pixels, input_transform(mean, std)])
 
 
 def _scan(folder: Path, class_to_idx: dict[str, int] | None) -> tuple[list[str], list]:
@@ -290,8 +271,6 @@ def image_folder(
     )
     log.info("%s: %s", name, told)
     interpolation = interpolation or "bilinear"
-    mode = "L" if inputs.channels == 1 else "RGB"
-    to_input = input_transform(inputs.mean, inputs.std)
     splits = {
         split: FolderSplit(
             samples[split],
@@ -302,8 +281,6 @@ def image_folder(
                 inputs.augment,
                 interpolation,
             ),
-            to_input,
-            mode,
             inputs,
         )
         for split in SPLITS
